@@ -1,0 +1,201 @@
+//! The one door through which the repository touches storage.
+//!
+//! Every byte the backup service keeps goes through [`Disk`]: the real
+//! implementation ([`RealDisk`]) talks to the file system with fsync, and the
+//! simulator substitutes a disk that loses unsynced writes at a crash. Hold
+//! this in mind while reading: **nothing is durable until it is fsynced, and a
+//! rename is not durable until its directory is fsynced.** Code above this
+//! layer that wants crash safety uses [`write_atomic`], never a bare `write`.
+//!
+//! Paths are relative, `/`-separated, and never contain `..`: a disk is a
+//! rooted namespace, not the whole file system.
+
+use std::io;
+
+/// Storage with explicit durability. All paths are relative to the disk's root.
+pub trait Disk: Send + Sync {
+    /// Creates or truncates `path` and writes `bytes`. Not durable until
+    /// [`Disk::fsync`]; parent directories are created as needed.
+    fn write(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Makes the contents of `path` durable.
+    fn fsync(&self, path: &str) -> io::Result<()>;
+    /// Atomically replaces `to` with `from`. Not durable until the directory
+    /// holding `to` is fsynced with [`Disk::fsync_dir`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes the entries of directory `dir` (creations, renames, removals)
+    /// durable. `""` is the root.
+    fn fsync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Reads the whole of `path`. `ErrorKind::NotFound` when absent.
+    fn read(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// Names (not paths) of the entries of directory `dir`, sorted. An absent
+    /// directory lists as empty.
+    fn list(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// Removes file `path`. Not durable until its directory is fsynced.
+    fn remove(&self, path: &str) -> io::Result<()>;
+    /// True when `path` exists.
+    fn exists(&self, path: &str) -> io::Result<bool>;
+}
+
+/// Writes `bytes` to `path` so that after a crash at any instant `path` holds
+/// either its old contents or all of `bytes`: temp file, fsync, rename,
+/// directory fsync.
+pub fn write_atomic(disk: &dyn Disk, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp_path = temp_path_for(path);
+    disk.write(&temp_path, bytes)?;
+    disk.fsync(&temp_path)?;
+    disk.rename(&temp_path, path)?;
+    disk.fsync_dir(parent_dir(path))
+}
+
+/// The temporary name [`write_atomic`] uses for `path`: in the same
+/// directory (so the rename stays within one file system), with a `.tmp`
+/// suffix that repository listings skip and cleanup removes.
+pub fn temp_path_for(path: &str) -> String {
+    format!("{path}.tmp")
+}
+
+/// True for names that [`write_atomic`] leaves behind when interrupted.
+pub fn is_temp_name(name: &str) -> bool {
+    name.ends_with(".tmp")
+}
+
+/// The directory part of a relative path, `""` for the root.
+pub fn parent_dir(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(index) => &path[..index],
+        None => "",
+    }
+}
+
+/// Joins a directory and a name with `/`, treating `""` as the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+}
+
+fn check_relative(path: &str) -> io::Result<()> {
+    let bad = path.starts_with('/') || path.split('/').any(|part| part == ".." || part == ".");
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("disk path {path:?} must be relative and free of '.' and '..'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A [`Disk`] on the real file system, rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct RealDisk {
+    root: std::path::PathBuf,
+}
+
+impl RealDisk {
+    /// A disk rooted at `root`, which is created if absent.
+    pub fn open(root: impl Into<std::path::PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The directory this disk is rooted at.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    fn resolve(&self, path: &str) -> io::Result<std::path::PathBuf> {
+        check_relative(path)?;
+        Ok(if path.is_empty() { self.root.clone() } else { self.root.join(path) })
+    }
+}
+
+impl Disk for RealDisk {
+    fn write(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let full = self.resolve(path)?;
+        if let Some(parent) = full.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)?;
+                // A new directory's own entry must reach its parent durably,
+                // or a later fsync_dir of it protects nothing.
+                if let Some(grandparent) = parent.parent() {
+                    fsync_directory(grandparent)?;
+                }
+            }
+        }
+        std::fs::write(full, bytes)
+    }
+
+    fn fsync(&self, path: &str) -> io::Result<()> {
+        std::fs::File::open(self.resolve(path)?)?.sync_all()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.resolve(from)?, self.resolve(to)?)
+    }
+
+    fn fsync_dir(&self, dir: &str) -> io::Result<()> {
+        fsync_directory(&self.resolve(dir)?)
+    }
+
+    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.resolve(path)?)
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let full = self.resolve(dir)?;
+        let entries = match std::fs::read_dir(&full) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, path: &str) -> io::Result<()> {
+        std::fs::remove_file(self.resolve(path)?)
+    }
+
+    fn exists(&self, path: &str) -> io::Result<bool> {
+        self.resolve(path)?.try_exists()
+    }
+}
+
+fn fsync_directory(dir: &std::path::Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk::open(dir.path()).unwrap();
+        write_atomic(&disk, "a/b/c", b"one").unwrap();
+        write_atomic(&disk, "a/b/c", b"two").unwrap();
+        assert_eq!(disk.read("a/b/c").unwrap(), b"two");
+        assert_eq!(disk.list("a/b").unwrap(), vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn paths_that_escape_the_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk::open(dir.path()).unwrap();
+        for path in ["../x", "/etc/passwd", "a/../../x", "./a"] {
+            let error = disk.write(path, b"x").unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{path}");
+        }
+    }
+
+    #[test]
+    fn absent_directory_lists_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk::open(dir.path()).unwrap();
+        assert!(disk.list("nothing/here").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! The X → Y key-value migration, as real code.
