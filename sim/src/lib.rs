@@ -9,3 +9,5 @@ compile_error!(
      .cargo/config.toml sets it; an exported RUSTFLAGS replaces that setting: \
      unset RUSTFLAGS, or add `--cfg madsim` to it."
 );
+
+pub mod disk;
