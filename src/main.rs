@@ -4,6 +4,7 @@
 //!
 //! Exit codes are typed so scripts never parse prose: see [`Verdict`].
 
+mod bench_backup;
 mod cli_backup;
 mod cli_migrate;
 mod cli_models;
