@@ -2,6 +2,11 @@
 //!
 //! Real `impl/` code runs as madsim nodes; every random choice flows from the
 //! run's seed, so a failing seed replays bit for bit.
+//!
+//! Code map: [`disk`] is the crash-aware simulated disk; [`config`] draws a seed's fault
+//! mix; [`trace`] records events in the model's vocabulary; [`rpc`] is the retrying
+//! client side of the simulated network; [`runner`] runs seeds on fresh threads and
+//! runtimes, generic over the [`runner::Scenario`].
 
 #[cfg(not(madsim))]
 compile_error!(
@@ -10,4 +15,8 @@ compile_error!(
      unset RUSTFLAGS, or add `--cfg madsim` to it."
 );
 
+pub mod config;
 pub mod disk;
+pub mod rpc;
+pub mod runner;
+pub mod trace;
