@@ -15,8 +15,10 @@ compile_error!(
      unset RUSTFLAGS, or add `--cfg madsim` to it."
 );
 
+pub mod backup;
 pub mod config;
 pub mod disk;
+pub mod faults;
 pub mod rpc;
 pub mod runner;
 pub mod trace;
