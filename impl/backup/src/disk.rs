@@ -34,6 +34,22 @@ pub trait Disk: Send + Sync {
     fn remove(&self, path: &str) -> io::Result<()>;
     /// True when `path` exists.
     fn exists(&self, path: &str) -> io::Result<bool>;
+    /// Reads up to `length_bytes` of `path` from `offset_bytes`: fewer when
+    /// the file ends first (so a caller can tell truncation from damage).
+    /// The default reads the whole file; real disks override it.
+    fn read_range(
+        &self,
+        path: &str,
+        offset_bytes: u64,
+        length_bytes: usize,
+    ) -> io::Result<Vec<u8>> {
+        let bytes = self.read(path)?;
+        let start_index = usize::try_from(offset_bytes)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end_index = start_index.saturating_add(length_bytes).min(bytes.len());
+        Ok(bytes[start_index..end_index].to_vec())
+    }
 }
 
 /// Writes `bytes` to `path` so that after a crash at any instant `path` holds
@@ -69,7 +85,11 @@ pub fn parent_dir(path: &str) -> &str {
 
 /// Joins a directory and a name with `/`, treating `""` as the root.
 pub fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 fn check_relative(path: &str) -> io::Result<()> {
@@ -104,7 +124,11 @@ impl RealDisk {
 
     fn resolve(&self, path: &str) -> io::Result<std::path::PathBuf> {
         check_relative(path)?;
-        Ok(if path.is_empty() { self.root.clone() } else { self.root.join(path) })
+        Ok(if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        })
     }
 }
 
@@ -112,14 +136,7 @@ impl Disk for RealDisk {
     fn write(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
         let full = self.resolve(path)?;
         if let Some(parent) = full.parent() {
-            if !parent.exists() {
-                std::fs::create_dir_all(parent)?;
-                // A new directory's own entry must reach its parent durably,
-                // or a later fsync_dir of it protects nothing.
-                if let Some(grandparent) = parent.parent() {
-                    fsync_directory(grandparent)?;
-                }
-            }
+            create_dirs_durably(parent)?;
         }
         std::fs::write(full, bytes)
     }
@@ -162,6 +179,42 @@ impl Disk for RealDisk {
     fn exists(&self, path: &str) -> io::Result<bool> {
         self.resolve(path)?.try_exists()
     }
+
+    fn read_range(
+        &self,
+        path: &str,
+        offset_bytes: u64,
+        length_bytes: usize,
+    ) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::open(self.resolve(path)?)?;
+        file.seek(io::SeekFrom::Start(offset_bytes))?;
+        let mut bytes = Vec::with_capacity(length_bytes);
+        file.take(length_bytes as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+}
+
+/// Creates `dir` and any missing ancestors, fsyncing each new directory's
+/// parent: a new directory's entry must reach its parent durably, or a later
+/// fsync_dir of it protects nothing (a crash could drop the whole subtree).
+fn create_dirs_durably(dir: &std::path::Path) -> io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another writer created it meanwhile; it fsynced the parent too.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(error) => return Err(error),
+    }
+    match dir.parent() {
+        Some(parent) => fsync_directory(parent),
+        None => Ok(()),
+    }
 }
 
 fn fsync_directory(dir: &std::path::Path) -> io::Result<()> {
@@ -190,6 +243,16 @@ mod tests {
             let error = disk.write(path, b"x").unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{path}");
         }
+    }
+
+    #[test]
+    fn read_range_stops_at_the_end_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk::open(dir.path()).unwrap();
+        disk.write("f", b"0123456789").unwrap();
+        assert_eq!(disk.read_range("f", 2, 3).unwrap(), b"234");
+        assert_eq!(disk.read_range("f", 8, 5).unwrap(), b"89");
+        assert_eq!(disk.read_range("f", 20, 5).unwrap(), b"");
     }
 
     #[test]

@@ -1,0 +1,310 @@
+//! One index shard: which fingerprints the chunk store holds durably.
+//!
+//! The index answers "which of these do you lack?" so clients upload only
+//! new chunks. Its one rule: **a fingerprint is recorded only after the store
+//! holds the chunk durably** ([`Index::record`] is called by the service after
+//! the pack is fsynced). A crash between the two leaves a chunk the index does
+//! not know: the next backup uploads it again, harmlessly. The reverse — the
+//! index claiming a chunk the store lacks — would make later snapshots name
+//! missing bytes; [`ConcurrencyMode::Naive`] commits exactly that bug on
+//! purpose. Records are durable segment files, `<dir>/<sequence>.seg`, each a
+//! run of 32-byte fingerprints written with `write_atomic`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::disk::{self, Disk};
+use crate::service::{Answer, ClientId, ConcurrencyMode, ServiceError, ServiceResult};
+use crate::{BloomFilter, Fingerprint};
+
+/// Segments beyond this many are merged into one at the next record.
+const SEGMENT_COUNT_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    holder: ClientId,
+    expires_at_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct IndexState {
+    present: HashSet<Fingerprint>,
+    leases: HashMap<Fingerprint, Lease>,
+    segment_names: Vec<String>,
+    segment_sequence_next: u64,
+}
+
+/// One shard of the fingerprint index, durable on its own [`Disk`] under `dir`.
+pub struct Index {
+    disk: Arc<dyn Disk>,
+    dir: String,
+    mode: ConcurrencyMode,
+    state: Mutex<IndexState>,
+}
+
+impl Index {
+    /// Opens (or starts) the shard stored under `dir`, loading every segment.
+    /// Leases are not durable: after a restart every lease is free, which is
+    /// safe because a lease only avoids duplicate uploads.
+    pub fn open(disk: Arc<dyn Disk>, dir: &str, mode: ConcurrencyMode) -> ServiceResult<Self> {
+        let mut state = IndexState::default();
+        let names = disk
+            .list(dir)
+            .map_err(|error| ServiceError::storage(dir, &error))?;
+        for name in names.into_iter().filter(|name| name.ends_with(".seg")) {
+            let path = disk::join(dir, &name);
+            let bytes = disk
+                .read(&path)
+                .map_err(|error| ServiceError::storage(&path, &error))?;
+            if bytes.len() % Fingerprint::SIZE_BYTES != 0 {
+                return Err(ServiceError::Repository {
+                    detail: format!(
+                        "index segment {path} is {} bytes, not a multiple of 32: it is damaged; \
+                         delete it and its fingerprints will be uploaded again",
+                        bytes.len()
+                    ),
+                });
+            }
+            for raw in bytes.chunks_exact(Fingerprint::SIZE_BYTES) {
+                state
+                    .present
+                    .insert(Fingerprint(raw.try_into().expect("32 bytes")));
+            }
+            let sequence = name.trim_end_matches(".seg").parse::<u64>().unwrap_or(0);
+            state.segment_sequence_next = state.segment_sequence_next.max(sequence + 1);
+            state.segment_names.push(name);
+        }
+        Ok(Self {
+            disk,
+            dir: dir.to_string(),
+            mode,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The shard's concurrency mode.
+    pub fn mode(&self) -> ConcurrencyMode {
+        self.mode
+    }
+
+    /// One answer per fingerprint. In pessimistic mode a missing fingerprint
+    /// whose lease is free (or expired at `now_ms`) is leased to `client`.
+    pub fn query(
+        &self,
+        client: ClientId,
+        fingerprints: &[Fingerprint],
+        now_ms: u64,
+    ) -> Vec<Answer> {
+        let mut state = self.state.lock().expect("index lock");
+        let mut answers = Vec::with_capacity(fingerprints.len());
+        for fingerprint in fingerprints {
+            if state.present.contains(fingerprint) {
+                answers.push(Answer::Present);
+                continue;
+            }
+            let answer = match self.mode {
+                ConcurrencyMode::Optimistic => Answer::Upload,
+                ConcurrencyMode::Naive => {
+                    // The bug: claimed before a single byte is stored.
+                    state.present.insert(*fingerprint);
+                    Answer::Upload
+                }
+                ConcurrencyMode::Pessimistic { lease_ms } => match state.leases.get(fingerprint) {
+                    // A live lease is not extended by asking again, even by its holder:
+                    // it frees on success or at its expiry, nothing else.
+                    Some(lease) if lease.expires_at_ms > now_ms => {
+                        if lease.holder == client {
+                            Answer::Upload
+                        } else {
+                            Answer::Wait {
+                                lease_expires_at_ms: lease.expires_at_ms,
+                            }
+                        }
+                    }
+                    _ => {
+                        let lease = Lease {
+                            holder: client,
+                            expires_at_ms: now_ms + lease_ms,
+                        };
+                        state.leases.insert(*fingerprint, lease);
+                        Answer::Upload
+                    }
+                },
+            };
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Records fingerprints the store now holds durably, durably, and frees
+    /// their leases. The caller must have the store's durable acknowledgement.
+    pub fn record(&self, fingerprints: &[Fingerprint]) -> ServiceResult<()> {
+        let mut state = self.state.lock().expect("index lock");
+        // Naive mode already "has" them in memory; the segment still makes
+        // them durable so a restart keeps the bug's consequences.
+        let mut bytes = Vec::with_capacity(fingerprints.len() * Fingerprint::SIZE_BYTES);
+        fingerprints
+            .iter()
+            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
+        if !bytes.is_empty() {
+            let name = format!("{:016}.seg", state.segment_sequence_next);
+            let path = disk::join(&self.dir, &name);
+            disk::write_atomic(self.disk.as_ref(), &path, &bytes)
+                .map_err(|error| ServiceError::storage(&path, &error))?;
+            state.segment_sequence_next += 1;
+            state.segment_names.push(name);
+        }
+        for fingerprint in fingerprints {
+            state.present.insert(*fingerprint);
+            state.leases.remove(fingerprint);
+        }
+        if state.segment_names.len() > SEGMENT_COUNT_MAX {
+            self.compact(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Merges all segments into one. The merged segment is durable before
+    /// the old ones go, so a crash in between only leaves duplicates.
+    fn compact(&self, state: &mut IndexState) -> ServiceResult<()> {
+        let mut bytes = Vec::with_capacity(state.present.len() * Fingerprint::SIZE_BYTES);
+        let mut recorded: Vec<&Fingerprint> = state.present.iter().collect();
+        recorded.sort_unstable();
+        recorded
+            .iter()
+            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
+        let name = format!("{:016}.seg", state.segment_sequence_next);
+        let path = disk::join(&self.dir, &name);
+        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        for old_name in std::mem::take(&mut state.segment_names) {
+            let old_path = disk::join(&self.dir, &old_name);
+            self.disk
+                .remove(&old_path)
+                .map_err(|error| ServiceError::storage(&old_path, &error))?;
+        }
+        self.disk
+            .fsync_dir(&self.dir)
+            .map_err(|error| ServiceError::storage(&self.dir, &error))?;
+        state.segment_sequence_next += 1;
+        state.segment_names.push(name);
+        Ok(())
+    }
+
+    /// True when the shard claims `fingerprint` is stored.
+    pub fn contains(&self, fingerprint: &Fingerprint) -> bool {
+        self.state
+            .lock()
+            .expect("index lock")
+            .present
+            .contains(fingerprint)
+    }
+
+    /// Number of fingerprints claimed.
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("index lock").present.len()
+    }
+
+    /// True when the shard claims nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every fingerprint claimed.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.state
+            .lock()
+            .expect("index lock")
+            .present
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Adds every fingerprint claimed to `filter`.
+    pub fn add_to_bloom(&self, filter: &mut BloomFilter) {
+        let state = self.state.lock().expect("index lock");
+        state
+            .present
+            .iter()
+            .for_each(|fingerprint| filter.insert(fingerprint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::RealDisk;
+
+    fn open(mode: ConcurrencyMode) -> (tempfile::TempDir, Arc<dyn Disk>, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(dir.path()).unwrap());
+        let index = Index::open(disk.clone(), "index/0", mode).unwrap();
+        (dir, disk, index)
+    }
+
+    #[test]
+    fn pessimistic_second_asker_waits_until_record_or_expiry() {
+        let (_dir, _disk, index) = open(ConcurrencyMode::Pessimistic { lease_ms: 1_000 });
+        let chunk = [Fingerprint::of(b"chunk")];
+        assert_eq!(index.query(1, &chunk, 0), vec![Answer::Upload]);
+        assert_eq!(
+            index.query(2, &chunk, 10),
+            vec![Answer::Wait {
+                lease_expires_at_ms: 1_000
+            }]
+        );
+        // The holder may ask again and keeps uploading rights.
+        assert_eq!(index.query(1, &chunk, 20), vec![Answer::Upload]);
+        // Expiry frees the lease: the second client takes over.
+        assert_eq!(index.query(2, &chunk, 1_000), vec![Answer::Upload]);
+        assert_eq!(
+            index.query(1, &chunk, 1_001),
+            vec![Answer::Wait {
+                lease_expires_at_ms: 2_000
+            }]
+        );
+        // Success frees it too, and everyone hears "present".
+        index.record(&chunk).unwrap();
+        assert_eq!(index.query(1, &chunk, 1_002), vec![Answer::Present]);
+    }
+
+    #[test]
+    fn optimistic_lets_every_asker_upload() {
+        let (_dir, _disk, index) = open(ConcurrencyMode::Optimistic);
+        let chunk = [Fingerprint::of(b"chunk")];
+        assert_eq!(index.query(1, &chunk, 0), vec![Answer::Upload]);
+        assert_eq!(index.query(2, &chunk, 0), vec![Answer::Upload]);
+        assert!(!index.contains(&chunk[0]));
+    }
+
+    /// The deliberate bug must stay reachable: a chunk nobody uploaded is
+    /// reported present to the second asker.
+    #[test]
+    fn naive_mode_claims_a_never_uploaded_chunk_present() {
+        let (_dir, _disk, index) = open(ConcurrencyMode::Naive);
+        let chunk = [Fingerprint::of(b"never uploaded")];
+        assert_eq!(index.query(1, &chunk, 0), vec![Answer::Upload]);
+        assert_eq!(index.query(2, &chunk, 0), vec![Answer::Present]);
+    }
+
+    #[test]
+    fn records_survive_reopen_and_compaction() {
+        let (_dir, disk, index) = open(ConcurrencyMode::Optimistic);
+        let all: Vec<Fingerprint> = (0..200_u32)
+            .map(|i| Fingerprint::of(&i.to_le_bytes()))
+            .collect();
+        for pair in all.chunks(2) {
+            index.record(pair).unwrap();
+        }
+        let segments = disk.list("index/0").unwrap();
+        assert!(
+            segments.len() <= SEGMENT_COUNT_MAX,
+            "{} segments",
+            segments.len()
+        );
+        let reopened = Index::open(disk, "index/0", ConcurrencyMode::Optimistic).unwrap();
+        assert_eq!(reopened.len(), 200);
+        assert!(all.iter().all(|fingerprint| reopened.contains(fingerprint)));
+    }
+}

@@ -1,0 +1,271 @@
+//! Snapshots: what a backup saw, as ordered chunk fingerprints per file.
+//!
+//! A manifest is the commit record of a backup. It is written once, last,
+//! with `write_atomic`, after every chunk it names is durable; its name (the
+//! snapshot id) is the SHA-256 of its JSON, so a damaged manifest is detected
+//! on read. Paths inside are untrusted input to restore: [`Manifest::validate`]
+//! refuses anything that could write outside the restore target.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use crate::Fingerprint;
+
+/// A snapshot's name: the SHA-256 (hex) of its manifest's JSON.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SnapshotId(pub String);
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// What an entry is, with what restore needs to recreate it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file: its length and its chunks in order.
+    File {
+        size_bytes: u64,
+        chunks: Vec<Fingerprint>,
+    },
+    /// A directory.
+    Directory,
+    /// A symbolic link, stored as its target text and never followed.
+    Symlink { target: String },
+}
+
+/// One path in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated, no `.`/`..`/empty parts (see [`validate_path`]).
+    pub path: String,
+    /// Unix permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// File, directory or symlink.
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+/// A snapshot's manifest. Label and time come from the caller: the library
+/// reads no clock, so the simulator can pass virtual time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Free text chosen by the caller (host, source directory, ...).
+    pub label: String,
+    /// Milliseconds since the Unix epoch, as the caller's clock saw it.
+    pub time_unix_ms: u64,
+    /// Every entry, parents before children.
+    pub entries: Vec<Entry>,
+}
+
+/// A manifest entry restore must refuse, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error(
+    "manifest path {path:?} is unsafe: {problem}; expected a relative path inside the \
+     restore target. The snapshot may be tampered with: check it with `crosscheck fsck`"
+)]
+pub struct UnsafePath {
+    /// The path as the manifest has it.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Checks that `path` is relative, `/`-separated and cannot climb out of the
+/// directory it is joined to.
+pub fn validate_path(path: &str) -> Result<(), UnsafePath> {
+    let problem = if path.is_empty() {
+        Some("it is empty")
+    } else if path.starts_with('/') {
+        Some("it is absolute")
+    } else if path.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if path.split('/').any(|part| part == "..") {
+        Some("it contains '..'")
+    } else if path.split('/').any(|part| part.is_empty() || part == ".") {
+        Some("it has an empty or '.' component")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(UnsafePath {
+            path: path.to_string(),
+            problem: problem.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Manifest {
+    /// The snapshot id this manifest commits under: SHA-256 of its JSON.
+    pub fn id(&self) -> SnapshotId {
+        SnapshotId(Fingerprint::of(&self.to_json()).to_hex())
+    }
+
+    /// The canonical JSON the id is computed over and the store keeps.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest always serializes")
+    }
+
+    /// Checks every path before anything is written: each is valid
+    /// ([`validate_path`]), none repeats, and none lies under a symlink entry
+    /// (restoring it would write through the link, possibly out of the target).
+    pub fn validate(&self) -> Result<(), UnsafePath> {
+        let mut seen = HashSet::with_capacity(self.entries.len());
+        let symlinks: HashSet<&str> = self
+            .entries
+            .iter()
+            .filter(|entry| matches!(entry.kind, EntryKind::Symlink { .. }))
+            .map(|entry| entry.path.as_str())
+            .collect();
+        for entry in &self.entries {
+            validate_path(&entry.path)?;
+            let unsafe_path = |problem: String| UnsafePath {
+                path: entry.path.clone(),
+                problem,
+            };
+            if !seen.insert(entry.path.as_str()) {
+                return Err(unsafe_path("it appears twice".to_string()));
+            }
+            let mut ancestor_end = entry.path.find('/');
+            while let Some(end_index) = ancestor_end {
+                let ancestor = &entry.path[..end_index];
+                if symlinks.contains(ancestor) {
+                    return Err(unsafe_path(format!(
+                        "it goes through the symlink {ancestor:?}"
+                    )));
+                }
+                ancestor_end = entry.path[end_index + 1..]
+                    .find('/')
+                    .map(|i| end_index + 1 + i);
+            }
+            if entry.mode > 0o7777 {
+                return Err(unsafe_path(format!(
+                    "mode {:o} is not a permission mode",
+                    entry.mode
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every chunk fingerprint referenced, with how many times.
+    pub fn chunk_references(&self) -> BTreeMap<Fingerprint, usize> {
+        let mut references = BTreeMap::new();
+        for entry in &self.entries {
+            if let EntryKind::File { chunks, .. } = &entry.kind {
+                for fingerprint in chunks {
+                    *references.entry(*fingerprint).or_insert(0) += 1;
+                }
+            }
+        }
+        references
+    }
+
+    /// A one-line summary for listings.
+    pub fn summary(&self) -> SnapshotSummary {
+        let mut summary = SnapshotSummary {
+            id: self.id(),
+            label: self.label.clone(),
+            time_unix_ms: self.time_unix_ms,
+            file_count: 0,
+            size_bytes: 0,
+        };
+        for entry in &self.entries {
+            if let EntryKind::File { size_bytes, .. } = entry.kind {
+                summary.file_count += 1;
+                summary.size_bytes += size_bytes;
+            }
+        }
+        summary
+    }
+}
+
+/// A snapshot as listed by `snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotSummary {
+    /// The snapshot id.
+    pub id: SnapshotId,
+    /// The caller's label.
+    pub label: String,
+    /// The caller's timestamp.
+    pub time_unix_ms: u64,
+    /// Regular files in the snapshot.
+    pub file_count: u64,
+    /// Sum of their sizes.
+    pub size_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(entries: Vec<(&str, EntryKind)>) -> Manifest {
+        let entries = entries
+            .into_iter()
+            .map(|(path, kind)| Entry {
+                path: path.to_string(),
+                mode: 0o644,
+                kind,
+            })
+            .collect();
+        Manifest {
+            label: "test".to_string(),
+            time_unix_ms: 0,
+            entries,
+        }
+    }
+
+    #[test]
+    fn unsafe_paths_are_named() {
+        for (path, problem) in [
+            ("/etc/passwd", "absolute"),
+            ("a/../../x", "'..'"),
+            ("..", "'..'"),
+            ("a//b", "empty"),
+            ("./a", "'.'"),
+            ("", "empty"),
+        ] {
+            let error = manifest(vec![(path, EntryKind::Directory)])
+                .validate()
+                .unwrap_err();
+            assert_eq!(error.path, path);
+            assert!(error.problem.contains(problem), "{path}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_path_through_a_symlink_is_refused() {
+        let link = EntryKind::Symlink {
+            target: "/etc".to_string(),
+        };
+        let file = EntryKind::File {
+            size_bytes: 0,
+            chunks: vec![],
+        };
+        let error = manifest(vec![("out", link), ("out/passwd", file)])
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.path, "out/passwd");
+        assert!(error.problem.contains("symlink \"out\""), "{error}");
+    }
+
+    #[test]
+    fn id_is_stable_and_json_round_trips() {
+        let file = EntryKind::File {
+            size_bytes: 3,
+            chunks: vec![Fingerprint::of(b"abc")],
+        };
+        let original = manifest(vec![("d", EntryKind::Directory), ("d/f", file)]);
+        original.validate().unwrap();
+        let back: Manifest = serde_json::from_slice(&original.to_json()).unwrap();
+        assert_eq!(back, original);
+        assert_eq!(back.id(), original.id());
+        assert_eq!(original.summary().size_bytes, 3);
+    }
+}

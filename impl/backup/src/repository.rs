@@ -1,0 +1,359 @@
+//! The in-process service: index shards, chunk store and manifests over one
+//! repository directory, behind [`BackupService`].
+//!
+//! Layout on the [`Disk`]: `config.json`, `data/` (packs, see [`ChunkStore`]),
+//! `index/<shard>/` (segments, see [`Index`]), `snapshots/<id>.json`.
+//!
+//! Crash safety is an ordering argument, the same at every step:
+//! 1. a pack is written to a temp name, fsynced, renamed, and its directory
+//!    fsynced before [`ChunkStore::put_batch`] returns;
+//! 2. only then do the index shards record its fingerprints (durably);
+//! 3. a manifest is committed last, with `write_atomic`, after every chunk it
+//!    names was reported present or stored.
+//!
+//! A `kill -9` between any two steps leaves a `.tmp` file or chunks no
+//! manifest names: unreferenced leftovers that fsck reports as harmless and
+//! that later backups reuse. It never leaves a committed manifest naming a
+//! chunk that is not durable, so every earlier snapshot stays restorable.
+
+use std::sync::Arc;
+
+use crate::disk::{self, Disk};
+use crate::index::Index;
+use crate::manifest::{Manifest, SnapshotId, SnapshotSummary};
+use crate::service::{
+    Answer, BackupService, ClientId, ConcurrencyMode, PutOutcome, RepoConfig, ServiceError,
+    ServiceResult,
+};
+use crate::store::ChunkStore;
+use crate::{BloomFilter, Fingerprint, Ring};
+
+const CONFIG_PATH: &str = "config.json";
+const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// Target false-positive rate of the Bloom filter shipped to clients.
+pub const BLOOM_FALSE_POSITIVE_RATE: f64 = 0.01;
+
+/// Manifests, one file each, named by snapshot id.
+pub struct ManifestStore {
+    disk: Arc<dyn Disk>,
+}
+
+impl ManifestStore {
+    /// Manifests under `snapshots/` of `disk`.
+    pub fn new(disk: Arc<dyn Disk>) -> Self {
+        Self { disk }
+    }
+
+    /// Commits `manifest` atomically and durably; returns its id.
+    pub fn commit(&self, manifest: &Manifest) -> ServiceResult<SnapshotId> {
+        let bytes = manifest.to_json();
+        let id = SnapshotId(Fingerprint::of(&bytes).to_hex());
+        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        Ok(id)
+    }
+
+    /// The manifest of snapshot `id`, checked against its id.
+    pub fn get(&self, id: &SnapshotId) -> ServiceResult<Manifest> {
+        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        let bytes = self.disk.read(&path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
+            _ => ServiceError::storage(&path, &error),
+        })?;
+        let invalid = |problem: String| ServiceError::ManifestInvalid {
+            id: id.0.clone(),
+            problem,
+        };
+        let found = Fingerprint::of(&bytes).to_hex();
+        if found != id.0 {
+            return Err(invalid(format!(
+                "its bytes hash to {found}: the file is damaged"
+            )));
+        }
+        serde_json::from_slice(&bytes).map_err(|error| invalid(format!("unparsable JSON: {error}")))
+    }
+
+    /// Ids of every committed snapshot (unordered; `.tmp` leftovers skipped).
+    pub fn ids(&self) -> ServiceResult<Vec<SnapshotId>> {
+        let names = self
+            .disk
+            .list(SNAPSHOTS_DIR)
+            .map_err(|error| ServiceError::storage(SNAPSHOTS_DIR, &error))?;
+        let ids = names
+            .into_iter()
+            .filter_map(|name| name.strip_suffix(".json").map(str::to_string));
+        Ok(ids.map(SnapshotId).collect())
+    }
+}
+
+/// A repository directory served in-process.
+pub struct Repository {
+    disk: Arc<dyn Disk>,
+    config: RepoConfig,
+    ring: Ring,
+    shards: Vec<Index>,
+    store: ChunkStore,
+    manifests: ManifestStore,
+}
+
+impl Repository {
+    /// Creates a repository on an empty disk. Refuses a disk that already
+    /// holds one.
+    pub fn create(disk: Arc<dyn Disk>, config: RepoConfig) -> ServiceResult<Self> {
+        config
+            .chunker
+            .validate()
+            .map_err(|error| ServiceError::Repository {
+                detail: error.to_string(),
+            })?;
+        if config.shard_count == 0 || config.vnodes_per_shard == 0 {
+            let detail = "shard_count and vnodes_per_shard must be at least 1".to_string();
+            return Err(ServiceError::Repository { detail });
+        }
+        if disk
+            .exists(CONFIG_PATH)
+            .map_err(|error| ServiceError::storage(CONFIG_PATH, &error))?
+        {
+            let detail = "a repository already exists here; open it instead".to_string();
+            return Err(ServiceError::Repository { detail });
+        }
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        disk::write_atomic(disk.as_ref(), CONFIG_PATH, &bytes)
+            .map_err(|error| ServiceError::storage(CONFIG_PATH, &error))?;
+        Self::open(disk)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(disk: Arc<dyn Disk>) -> ServiceResult<Self> {
+        let bytes = disk.read(CONFIG_PATH).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => ServiceError::Repository {
+                detail: format!(
+                    "no {CONFIG_PATH} found: this is not a crosscheck repository; \
+                     `crosscheck backup` creates one on first use"
+                ),
+            },
+            _ => ServiceError::storage(CONFIG_PATH, &error),
+        })?;
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|error| ServiceError::Repository {
+                detail: format!("{CONFIG_PATH} is unreadable: {error}"),
+            })?;
+        if config.format_version != RepoConfig::FORMAT_VERSION {
+            return Err(ServiceError::Repository {
+                detail: format!(
+                    "format version {} found, this build reads version {}",
+                    config.format_version,
+                    RepoConfig::FORMAT_VERSION
+                ),
+            });
+        }
+        let ring = Ring::new(config.shard_count, config.vnodes_per_shard);
+        let shards = (0..config.shard_count)
+            .map(|shard| Index::open(disk.clone(), &format!("index/{shard}"), config.mode))
+            .collect::<ServiceResult<Vec<_>>>()?;
+        let store = ChunkStore::open(disk.clone())?;
+        let manifests = ManifestStore::new(disk.clone());
+        Ok(Self {
+            disk,
+            config,
+            ring,
+            shards,
+            store,
+            manifests,
+        })
+    }
+
+    /// Opens the repository, creating it with `config` if the disk has none.
+    pub fn open_or_create(disk: Arc<dyn Disk>, config: RepoConfig) -> ServiceResult<Self> {
+        if disk
+            .exists(CONFIG_PATH)
+            .map_err(|error| ServiceError::storage(CONFIG_PATH, &error))?
+        {
+            Self::open(disk)
+        } else {
+            Self::create(disk, config)
+        }
+    }
+
+    /// The repository's settings.
+    pub fn repo_config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The disk it lives on.
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
+    }
+
+    /// The chunk store.
+    pub fn store(&self) -> &ChunkStore {
+        &self.store
+    }
+
+    /// The index shards, by shard index.
+    pub fn shards(&self) -> &[Index] {
+        &self.shards
+    }
+
+    /// The manifest store.
+    pub fn manifests(&self) -> &ManifestStore {
+        &self.manifests
+    }
+
+    /// The shard owning `fingerprint`.
+    pub fn shard_for(&self, fingerprint: &Fingerprint) -> &Index {
+        &self.shards[self.ring.shard_of(fingerprint)]
+    }
+
+    fn query_now(
+        &self,
+        client: ClientId,
+        fingerprints: &[Fingerprint],
+        now_ms: u64,
+    ) -> Vec<Answer> {
+        // Group by shard, ask each once, then put answers back in order.
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (position, fingerprint) in fingerprints.iter().enumerate() {
+            by_shard[self.ring.shard_of(fingerprint)].push(position);
+        }
+        let mut answers = vec![Answer::Present; fingerprints.len()];
+        for (shard, positions) in by_shard.iter().enumerate() {
+            let asked: Vec<Fingerprint> = positions.iter().map(|&i| fingerprints[i]).collect();
+            let shard_answers = self.shards[shard].query(client, &asked, now_ms);
+            for (&position, answer) in positions.iter().zip(shard_answers) {
+                answers[position] = answer;
+            }
+        }
+        answers
+    }
+
+    fn put_now(&self, chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<PutOutcome> {
+        let outcome = self.store.put_batch(chunks)?;
+        // The pack is durable: now, and only now, the index may learn of it.
+        // Chunks the store already had are recorded too, which heals an index
+        // that lost them to a crash between the two steps.
+        let mut by_shard: Vec<Vec<Fingerprint>> = vec![Vec::new(); self.shards.len()];
+        for (fingerprint, _) in chunks {
+            let shard = self.ring.shard_of(fingerprint);
+            if !self.shards[shard].contains(fingerprint)
+                || self.config.mode == ConcurrencyMode::Naive
+            {
+                by_shard[shard].push(*fingerprint);
+            }
+        }
+        for (shard, fingerprints) in by_shard.iter().enumerate() {
+            self.shards[shard].record(fingerprints)?;
+        }
+        Ok(outcome)
+    }
+
+    fn get_chunk_now(&self, fingerprint: &Fingerprint) -> ServiceResult<Vec<u8>> {
+        match self.store.get(fingerprint) {
+            Err(ServiceError::ChunkMissing { .. })
+                if self.shard_for(fingerprint).contains(fingerprint) =>
+            {
+                let damaged = self.store.damaged_packs();
+                let detail = if damaged.is_empty() {
+                    "the index records it but no pack holds it".to_string()
+                } else {
+                    let names: Vec<String> = damaged
+                        .iter()
+                        .map(|pack| format!("{} ({})", pack.path, pack.problem))
+                        .collect();
+                    format!(
+                        "the index records it but its pack is unreadable; damaged packs: {}",
+                        names.join(", ")
+                    )
+                };
+                Err(ServiceError::ChunkDamaged {
+                    fingerprint: *fingerprint,
+                    problem: crate::service::ChunkProblem::Unreadable { detail },
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn commit_now(&self, manifest: &Manifest) -> ServiceResult<SnapshotId> {
+        let id = manifest.id();
+        let invalid = |problem: String| ServiceError::ManifestInvalid {
+            id: id.0.clone(),
+            problem,
+        };
+        manifest
+            .validate()
+            .map_err(|error| invalid(error.to_string()))?;
+        // Defence in depth: refuse a manifest naming a chunk not durable. Not
+        // in naive mode, whose bug the simulator must see, not have masked.
+        let references = manifest.chunk_references();
+        let missing = references
+            .keys()
+            .find(|fingerprint| !self.store.contains(fingerprint));
+        if let (Some(missing), false) = (missing, self.config.mode == ConcurrencyMode::Naive) {
+            return Err(invalid(format!(
+                "it names chunk {missing}, which the store does not hold; upload it first"
+            )));
+        }
+        self.manifests.commit(manifest)
+    }
+
+    fn list_now(&self) -> ServiceResult<Vec<SnapshotSummary>> {
+        let mut summaries = Vec::new();
+        for id in self.manifests.ids()? {
+            summaries.push(self.manifests.get(&id)?.summary());
+        }
+        summaries.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
+        Ok(summaries)
+    }
+
+    fn bloom_now(&self) -> BloomFilter {
+        let count: usize = self.shards.iter().map(Index::len).sum();
+        // Sized with headroom so the filter stays near its rate as it ages.
+        let mut filter = BloomFilter::with_capacity(count * 2 + 1024, BLOOM_FALSE_POSITIVE_RATE);
+        self.shards
+            .iter()
+            .for_each(|shard| shard.add_to_bloom(&mut filter));
+        filter
+    }
+}
+
+impl BackupService for Repository {
+    async fn config(&self) -> ServiceResult<RepoConfig> {
+        Ok(self.config.clone())
+    }
+
+    async fn bloom(&self) -> ServiceResult<BloomFilter> {
+        Ok(self.bloom_now())
+    }
+
+    async fn query(
+        &self,
+        client: ClientId,
+        fingerprints: Vec<Fingerprint>,
+        now_ms: u64,
+    ) -> ServiceResult<Vec<Answer>> {
+        Ok(self.query_now(client, &fingerprints, now_ms))
+    }
+
+    async fn put_chunks(&self, chunks: Vec<(Fingerprint, Vec<u8>)>) -> ServiceResult<PutOutcome> {
+        self.put_now(&chunks)
+    }
+
+    async fn get_chunk(&self, fingerprint: Fingerprint) -> ServiceResult<Vec<u8>> {
+        self.get_chunk_now(&fingerprint)
+    }
+
+    async fn commit_manifest(&self, manifest: Manifest) -> ServiceResult<SnapshotId> {
+        self.commit_now(&manifest)
+    }
+
+    async fn get_manifest(&self, id: SnapshotId) -> ServiceResult<Manifest> {
+        self.manifests.get(&id)
+    }
+
+    async fn list_snapshots(&self) -> ServiceResult<Vec<SnapshotSummary>> {
+        self.list_now()
+    }
+}

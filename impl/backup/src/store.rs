@@ -1,0 +1,404 @@
+//! The chunk store: chunks keyed by fingerprint, kept durably in packs.
+//!
+//! One upload batch becomes one pack file written with `write_atomic`, so a
+//! batch costs one fsync instead of one per chunk (at ~0.5 ms per fsync here,
+//! per-chunk files would cap a first backup near 30 MiB/s). A pack is a
+//! header naming its chunks and their lengths, then their bytes. Its name is
+//! the SHA-256 of the header, so a damaged header is detected at open and two
+//! uploads of the same batch write the same pack. Hold in mind: **a chunk is
+//! located only after the pack holding it is durable**, and reads verify
+//! every byte against the fingerprint.
+//!
+//! Layout: `data/<first two hex digits>/<pack id>.pack`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::Fingerprint;
+use crate::disk::{self, Disk};
+use crate::service::{ChunkProblem, PutOutcome, ServiceError, ServiceResult};
+
+const PACK_MAGIC: &[u8; 8] = b"CCPACK01";
+const PACK_PREAMBLE_BYTES: usize = 12;
+const PACK_ENTRY_BYTES: usize = Fingerprint::SIZE_BYTES + 4;
+const DATA_DIR: &str = "data";
+
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    pack_index: usize,
+    offset_bytes: u64,
+    length_bytes: u32,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    pack_paths: Vec<String>,
+    locations: HashMap<Fingerprint, Location>,
+    damaged_packs: Vec<(String, ChunkProblem)>,
+}
+
+/// A pack that could not be opened, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DamagedPack {
+    /// Disk path of the pack.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: ChunkProblem,
+}
+
+/// The result of re-reading one pack in full.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackCheck {
+    /// Chunks whose bytes hash to their fingerprint.
+    pub sound: Vec<Fingerprint>,
+    /// Chunks whose bytes do not, with the problem.
+    pub damaged: Vec<(Fingerprint, ChunkProblem)>,
+    /// Set when the pack as a whole is unreadable (its chunks are unknown).
+    pub pack_problem: Option<ChunkProblem>,
+}
+
+/// Content-addressed chunk storage over a [`Disk`].
+pub struct ChunkStore {
+    disk: Arc<dyn Disk>,
+    state: Mutex<StoreState>,
+}
+
+impl ChunkStore {
+    /// Opens the store, reading every pack header. Damaged packs do not stop
+    /// the open: they are listed by [`ChunkStore::damaged_packs`] and their
+    /// chunks count as absent.
+    pub fn open(disk: Arc<dyn Disk>) -> ServiceResult<Self> {
+        let mut state = StoreState::default();
+        for pack_path in list_packs(disk.as_ref())? {
+            match read_pack_header(disk.as_ref(), &pack_path) {
+                Ok(entries) => {
+                    let pack_index = state.pack_paths.len();
+                    state.pack_paths.push(pack_path);
+                    for (fingerprint, offset_bytes, length_bytes) in entries {
+                        let location = Location {
+                            pack_index,
+                            offset_bytes,
+                            length_bytes,
+                        };
+                        state.locations.entry(fingerprint).or_insert(location);
+                    }
+                }
+                Err(PackError::Damaged(problem)) => state.damaged_packs.push((pack_path, problem)),
+                Err(PackError::Storage(error)) => return Err(error),
+            }
+        }
+        Ok(Self {
+            disk,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// True when the store holds `fingerprint` durably.
+    pub fn contains(&self, fingerprint: &Fingerprint) -> bool {
+        self.state
+            .lock()
+            .expect("store lock")
+            .locations
+            .contains_key(fingerprint)
+    }
+
+    /// Number of distinct chunks held.
+    pub fn chunk_count(&self) -> usize {
+        self.state.lock().expect("store lock").locations.len()
+    }
+
+    /// Every fingerprint held.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.state
+            .lock()
+            .expect("store lock")
+            .locations
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Every readable pack's disk path.
+    pub fn pack_paths(&self) -> Vec<String> {
+        self.state.lock().expect("store lock").pack_paths.clone()
+    }
+
+    /// Packs found unreadable at open.
+    pub fn damaged_packs(&self) -> Vec<DamagedPack> {
+        let state = self.state.lock().expect("store lock");
+        let damaged = state.damaged_packs.iter().cloned();
+        damaged
+            .map(|(path, problem)| DamagedPack { path, problem })
+            .collect()
+    }
+
+    /// Stores the chunks not yet held, as one pack, durably; returns after
+    /// the pack is fsynced and renamed into place. Idempotent: chunks already
+    /// held (or repeated in the batch) are counted as duplicates, not written.
+    ///
+    /// The bytes are trusted to match their fingerprints; a receiver at a
+    /// trust boundary (an RPC server) calls [`verify_chunks`] first.
+    pub fn put_batch(&self, chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<PutOutcome> {
+        let mut outcome = PutOutcome::default();
+        let mut new_chunks: Vec<&(Fingerprint, Vec<u8>)> = Vec::with_capacity(chunks.len());
+        {
+            let state = self.state.lock().expect("store lock");
+            let mut in_batch = HashSet::with_capacity(chunks.len());
+            for chunk in chunks {
+                if state.locations.contains_key(&chunk.0) || !in_batch.insert(chunk.0) {
+                    outcome.duplicate_chunks += 1;
+                } else {
+                    new_chunks.push(chunk);
+                }
+            }
+        }
+        if new_chunks.is_empty() {
+            return Ok(outcome);
+        }
+        let (pack_path, pack_bytes, entries) = encode_pack(&new_chunks);
+        disk::write_atomic(self.disk.as_ref(), &pack_path, &pack_bytes)
+            .map_err(|error| ServiceError::storage(&pack_path, &error))?;
+        // Durable now: only from here may anyone learn these chunks exist.
+        let mut state = self.state.lock().expect("store lock");
+        let pack_index = state.pack_paths.len();
+        state.pack_paths.push(pack_path);
+        for (fingerprint, offset_bytes, length_bytes) in entries {
+            let location = Location {
+                pack_index,
+                offset_bytes,
+                length_bytes,
+            };
+            if state.locations.insert(fingerprint, location).is_none() {
+                outcome.stored_chunks += 1;
+                outcome.stored_bytes += u64::from(length_bytes);
+            } else {
+                // Another put landed the same chunk meanwhile; both copies are sound.
+                outcome.duplicate_chunks += 1;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The bytes of `fingerprint`, verified: a typed error names the chunk
+    /// when it is absent, empty, truncated or hashes to something else.
+    pub fn get(&self, fingerprint: &Fingerprint) -> ServiceResult<Vec<u8>> {
+        let (pack_path, location) = {
+            let state = self.state.lock().expect("store lock");
+            let location = *state
+                .locations
+                .get(fingerprint)
+                .ok_or(ServiceError::ChunkMissing {
+                    fingerprint: *fingerprint,
+                })?;
+            (state.pack_paths[location.pack_index].clone(), location)
+        };
+        let length_bytes = location.length_bytes as usize;
+        let bytes = self
+            .disk
+            .read_range(&pack_path, location.offset_bytes, length_bytes)
+            .map_err(|error| ServiceError::ChunkDamaged {
+                fingerprint: *fingerprint,
+                problem: ChunkProblem::Unreadable {
+                    detail: format!("{pack_path}: {error}"),
+                },
+            })?;
+        let damaged = |problem| ServiceError::ChunkDamaged {
+            fingerprint: *fingerprint,
+            problem,
+        };
+        if bytes.len() < length_bytes {
+            let pack_empty = bytes.is_empty()
+                && self
+                    .disk
+                    .read_range(&pack_path, 0, 1)
+                    .map(|b| b.is_empty())
+                    .unwrap_or(false);
+            return Err(damaged(if pack_empty {
+                ChunkProblem::ZeroLength
+            } else {
+                ChunkProblem::Truncated {
+                    expected_bytes: length_bytes as u64,
+                    found_bytes: bytes.len() as u64,
+                }
+            }));
+        }
+        check_chunk(fingerprint, &bytes).map_err(damaged)?;
+        Ok(bytes)
+    }
+
+    /// Re-reads a whole pack and re-hashes each of its chunks (for fsck).
+    pub fn check_pack(&self, pack_path: &str) -> ServiceResult<PackCheck> {
+        let bytes = self
+            .disk
+            .read(pack_path)
+            .map_err(|error| ServiceError::storage(pack_path, &error))?;
+        let mut check = PackCheck::default();
+        let entries = match parse_pack_header(pack_path, &bytes) {
+            Ok(entries) => entries,
+            Err(problem) => {
+                check.pack_problem = Some(problem);
+                return Ok(check);
+            }
+        };
+        for (fingerprint, offset_bytes, length_bytes) in entries {
+            let start_index = offset_bytes as usize;
+            let end_index = start_index + length_bytes as usize;
+            let result = if end_index > bytes.len() {
+                Err(ChunkProblem::Truncated {
+                    expected_bytes: u64::from(length_bytes),
+                    found_bytes: bytes.len().saturating_sub(start_index) as u64,
+                })
+            } else {
+                check_chunk(&fingerprint, &bytes[start_index..end_index])
+            };
+            match result {
+                Ok(()) => check.sound.push(fingerprint),
+                Err(problem) => check.damaged.push((fingerprint, problem)),
+            }
+        }
+        Ok(check)
+    }
+}
+
+/// Checks that every chunk's bytes hash to its fingerprint: what a service
+/// receiving chunks from the network runs before [`ChunkStore::put_batch`].
+pub fn verify_chunks(chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<()> {
+    for (fingerprint, bytes) in chunks {
+        check_chunk(fingerprint, bytes).map_err(|problem| ServiceError::ChunkDamaged {
+            fingerprint: *fingerprint,
+            problem,
+        })?;
+    }
+    Ok(())
+}
+
+fn check_chunk(fingerprint: &Fingerprint, bytes: &[u8]) -> Result<(), ChunkProblem> {
+    let found = Fingerprint::of(bytes);
+    if found == *fingerprint {
+        Ok(())
+    } else if bytes.is_empty() {
+        Err(ChunkProblem::ZeroLength)
+    } else {
+        Err(ChunkProblem::HashMismatch { found })
+    }
+}
+
+enum PackError {
+    Damaged(ChunkProblem),
+    Storage(ServiceError),
+}
+
+fn list_packs(disk: &dyn Disk) -> ServiceResult<Vec<String>> {
+    let listing_error = |path: &str, error: std::io::Error| ServiceError::storage(path, &error);
+    let mut pack_paths = Vec::new();
+    for prefix in disk
+        .list(DATA_DIR)
+        .map_err(|error| listing_error(DATA_DIR, error))?
+    {
+        let prefix_dir = disk::join(DATA_DIR, &prefix);
+        for name in disk
+            .list(&prefix_dir)
+            .map_err(|error| listing_error(&prefix_dir, error))?
+        {
+            if name.ends_with(".pack") {
+                pack_paths.push(disk::join(&prefix_dir, &name));
+            }
+        }
+    }
+    Ok(pack_paths)
+}
+
+/// Reads only the header: two small range reads per pack at open.
+fn read_pack_header(
+    disk: &dyn Disk,
+    pack_path: &str,
+) -> Result<Vec<(Fingerprint, u64, u32)>, PackError> {
+    let storage =
+        |error: std::io::Error| PackError::Storage(ServiceError::storage(pack_path, &error));
+    let preamble = disk
+        .read_range(pack_path, 0, PACK_PREAMBLE_BYTES)
+        .map_err(storage)?;
+    let entry_count = match parse_preamble(&preamble) {
+        Ok(entry_count) => entry_count,
+        Err(problem) => return Err(PackError::Damaged(problem)),
+    };
+    let header_size_bytes = PACK_PREAMBLE_BYTES + entry_count * PACK_ENTRY_BYTES;
+    let header = disk
+        .read_range(pack_path, 0, header_size_bytes)
+        .map_err(storage)?;
+    parse_pack_header(pack_path, &header).map_err(PackError::Damaged)
+}
+
+fn parse_preamble(bytes: &[u8]) -> Result<usize, ChunkProblem> {
+    if bytes.is_empty() {
+        return Err(ChunkProblem::ZeroLength);
+    }
+    if bytes.len() < PACK_PREAMBLE_BYTES || &bytes[..8] != PACK_MAGIC {
+        let detail = "the pack does not start with the CCPACK01 header".to_string();
+        return Err(ChunkProblem::Unreadable { detail });
+    }
+    Ok(u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize)
+}
+
+/// Parses a header (and possibly data after it) into (fingerprint, absolute
+/// offset, length) triples, checking the header hashes to the pack's name.
+fn parse_pack_header(
+    pack_path: &str,
+    bytes: &[u8],
+) -> Result<Vec<(Fingerprint, u64, u32)>, ChunkProblem> {
+    let entry_count = parse_preamble(bytes)?;
+    let header_size_bytes = PACK_PREAMBLE_BYTES + entry_count * PACK_ENTRY_BYTES;
+    if bytes.len() < header_size_bytes {
+        let detail = format!(
+            "header truncated: {} of {header_size_bytes} bytes",
+            bytes.len()
+        );
+        return Err(ChunkProblem::Unreadable { detail });
+    }
+    let header = &bytes[..header_size_bytes];
+    let expected_name = format!("{}.pack", Fingerprint::of(header).to_hex());
+    if !pack_path.ends_with(&expected_name) {
+        let detail = "the header does not hash to the pack's name (damaged header)".to_string();
+        return Err(ChunkProblem::Unreadable { detail });
+    }
+    let mut offset_bytes = header_size_bytes as u64;
+    let mut entries = Vec::with_capacity(entry_count);
+    for entry in header[PACK_PREAMBLE_BYTES..].chunks_exact(PACK_ENTRY_BYTES) {
+        let fingerprint = Fingerprint(entry[..32].try_into().expect("32 bytes"));
+        let length_bytes = u32::from_be_bytes(entry[32..36].try_into().expect("4 bytes"));
+        entries.push((fingerprint, offset_bytes, length_bytes));
+        offset_bytes += u64::from(length_bytes);
+    }
+    Ok(entries)
+}
+
+/// Builds a pack: (disk path, bytes, entries with absolute offsets).
+fn encode_pack(
+    chunks: &[&(Fingerprint, Vec<u8>)],
+) -> (String, Vec<u8>, Vec<(Fingerprint, u64, u32)>) {
+    let header_size_bytes = PACK_PREAMBLE_BYTES + chunks.len() * PACK_ENTRY_BYTES;
+    let data_size_bytes: usize = chunks.iter().map(|(_, bytes)| bytes.len()).sum();
+    let mut pack_bytes = Vec::with_capacity(header_size_bytes + data_size_bytes);
+    pack_bytes.extend_from_slice(PACK_MAGIC);
+    pack_bytes.extend_from_slice(
+        &u32::try_from(chunks.len())
+            .expect("batch size")
+            .to_be_bytes(),
+    );
+    let mut entries = Vec::with_capacity(chunks.len());
+    let mut offset_bytes = header_size_bytes as u64;
+    for (fingerprint, bytes) in chunks {
+        let length_bytes = u32::try_from(bytes.len()).expect("chunks are at most 16 MiB");
+        pack_bytes.extend_from_slice(&fingerprint.0);
+        pack_bytes.extend_from_slice(&length_bytes.to_be_bytes());
+        entries.push((*fingerprint, offset_bytes, length_bytes));
+        offset_bytes += u64::from(length_bytes);
+    }
+    assert_eq!(pack_bytes.len(), header_size_bytes);
+    let pack_id = Fingerprint::of(&pack_bytes).to_hex();
+    for (_, bytes) in chunks {
+        pack_bytes.extend_from_slice(bytes);
+    }
+    let pack_path = format!("{DATA_DIR}/{}/{pack_id}.pack", &pack_id[..2]);
+    (pack_path, pack_bytes, entries)
+}
