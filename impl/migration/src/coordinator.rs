@@ -141,18 +141,43 @@ impl Coordinator {
         y: &dyn Store,
         log: &mut dyn PhaseLog,
     ) -> Result<Step, MigrationError> {
-        let batch = x.scan(self.record.backfill_cursor.as_deref(), self.batch_keys)?;
+        let batch = self.backfill_read(x)?;
+        self.backfill_write(y, &batch, log)
+    }
+
+    /// The first half of a `Backfill` step: the next batch of X's entries after the cursor.
+    pub fn backfill_read(&self, x: &dyn Store) -> Result<Vec<(String, Entry)>, MigrationError> {
+        assert_eq!(
+            self.record.phase,
+            Phase::Backfill,
+            "backfill runs in its phase only"
+        );
+        Ok(x.scan(self.record.backfill_cursor.as_deref(), self.batch_keys)?)
+    }
+
+    /// The second half of a `Backfill` step: copies `batch` (from [`Self::backfill_read`])
+    /// into Y and moves the cursor past it; an empty batch ends the backfill.
+    pub fn backfill_write(
+        &mut self,
+        y: &dyn Store,
+        batch: &[(String, Entry)],
+        log: &mut dyn PhaseLog,
+    ) -> Result<Step, MigrationError> {
+        assert_eq!(
+            self.record.phase,
+            Phase::Backfill,
+            "backfill runs in its phase only"
+        );
         let Some((last_key, _)) = batch.last() else {
             return self.advance(log);
         };
-        let last_key = last_key.clone();
-        let counts = backfill_apply(y, self.record.variant, &batch)?;
+        let counts = backfill_apply(y, self.record.variant, batch)?;
         let record = &mut self.record;
         assert!(
-            record.backfill_cursor.as_deref() < Some(last_key.as_str()),
-            "cursor moves on"
+            record.backfill_cursor.as_ref() < Some(last_key),
+            "the cursor only moves on"
         );
-        record.backfill_cursor = Some(last_key);
+        record.backfill_cursor = Some(last_key.clone());
         record.backfill_keys_scanned += batch.len() as u64;
         record.backfill_keys_applied += counts.applied;
         record.backfill_keys_stale += counts.stale + counts.already_held;
