@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli_backup::{BackupReport, BenchBackupArgs, rust_docs_dir};
+use crate::cli_backup::{BackupSummary, BenchBackupArgs, rust_docs_dir};
 use crate::verdict::Verdict;
 
 const MIB: u64 = 1 << 20;
@@ -573,7 +573,7 @@ fn measure_ours(
             .arg(repo)
             .arg("--json");
         let run = run_child(&mut command)?;
-        let backup: BackupReport = serde_json::from_str(&run.stdout)
+        let backup: BackupSummary = serde_json::from_str(&run.stdout)
             .with_context(|| format!("parsing the JSON of {command:?}: {}", run.stdout))?;
         peak_rss_bytes = peak_rss_bytes.max(run.peak_rss_bytes);
         if index < versions.len() {

@@ -1,12 +1,36 @@
 //! `backup`, `restore`, `snapshots`, `fsck` and `bench backup`: the backup
 //! service on a real, fsync'd repository directory.
+//!
+//! The library (`impl/backup`) does the work; this module turns arguments
+//! into calls, the library's progress callbacks into a progress bar, and its
+//! results into a table or `--json`. Hold one rule in mind: **an outcome maps
+//! to an exit code, never to prose** — damage found in the repository (a
+//! chunk that fails its hash, a manifest that would write outside the
+//! target) is a safety violation (exit 1); a wrong argument or an unusable
+//! directory is a usage error (exit 2).
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use backup::client::{self, BackupOptions, Clock, Progress};
+use backup::disk::RealDisk;
+use backup::fsck::FsckReport;
+use backup::manifest::SnapshotSummary;
+use backup::pipeline::Pipeline;
+use backup::repository::Repository;
+use backup::restore::RestoreError;
+use backup::service::{BackupService, RepoConfig};
+use backup::source::{FsSource, Source, SourceEntry, SourceError};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::verdict::Verdict;
+use crate::verify::Row;
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -24,28 +48,37 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     /// The snapshot id (a unique prefix is enough).
     pub snapshot: String,
-    /// The directory to restore into.
+    /// The directory to restore into (absent or empty).
     pub target: PathBuf,
+    /// The repository directory.
     #[arg(long)]
     pub repo: PathBuf,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    /// The repository directory.
     #[arg(long)]
     pub repo: PathBuf,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct FsckArgs {
+    /// The repository directory.
     #[arg(long)]
     pub repo: PathBuf,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Also remove harmless leftovers (temp files of interrupted writes).
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 #[derive(Debug, Args)]
@@ -78,16 +111,652 @@ pub struct BenchBackupArgs {
 
 /// What `backup --json` prints: one snapshot's figures.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct BackupReport {
+pub struct BackupSummary {
     pub snapshot_id: String,
     pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
     pub bytes_read: u64,
     pub chunks: u64,
     pub new_chunks: u64,
     pub new_bytes: u64,
-    pub dedup_ratio: f64,
+    /// Bytes read per byte newly stored; `null` when nothing new was stored.
+    pub dedup_ratio: Option<f64>,
+    pub index_lookups: u64,
+    pub bloom_lookups_saved: u64,
+    pub bloom_false_positives: u64,
+    pub duplicate_uploads: u64,
+    /// Entries left out (special files, unreadable files), with the reason.
+    pub skipped: Vec<backup::client::SkippedEntry>,
     pub seconds: f64,
     pub mib_per_s: f64,
+}
+
+/// The caller's real clock, for snapshot times and index leases.
+struct RealClock;
+
+impl Clock for RealClock {
+    fn now_ms(&self) -> u64 {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since_epoch
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn sleep_ms(&self, duration_ms: u64) -> impl Future<Output = ()> + Send {
+        // The CLI drives one backup on one thread with pollster: blocking
+        // here is the wait between re-asks, nothing else is starved.
+        async move { std::thread::sleep(Duration::from_millis(duration_ms)) }
+    }
+}
+
+/// A progress bar over bytes, drawn only when stderr is a terminal.
+struct ByteBar(ProgressBar);
+
+impl ByteBar {
+    fn new(message: &'static str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+        bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+        bar.set_message(message);
+        Self(bar)
+    }
+
+    /// A spinner for work whose size is not known up front.
+    fn spinner(message: &'static str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self(bar)
+    }
+}
+
+impl Progress for ByteBar {
+    fn started(&self, _file_count: u64, size_bytes: u64) {
+        self.0.set_length(size_bytes);
+    }
+
+    fn advanced(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for ByteBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn open_repository(repo: &Path) -> anyhow::Result<Repository> {
+    if !repo.is_dir() {
+        bail!(
+            "expected a repository directory at {}; found none. `crosscheck backup <DIR> --repo {}` \
+             creates one",
+            repo.display(),
+            repo.display()
+        );
+    }
+    let disk = RealDisk::open(repo).with_context(|| format!("opening {}", repo.display()))?;
+    Repository::open(Arc::new(disk))
+        .with_context(|| format!("opening the repository at {}", repo.display()))
+}
+
+pub fn backup(args: BackupArgs) -> anyhow::Result<Verdict> {
+    let summary = run_backup(&args.source, &args.repo)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_backup(&summary);
+    }
+    Ok(Verdict::Holds)
+}
+
+/// Backs up `source` into `repo` (created on first use) on every core.
+fn run_backup(source: &Path, repo: &Path) -> anyhow::Result<BackupSummary> {
+    let metadata = std::fs::metadata(source)
+        .with_context(|| format!("expected a directory to back up at {}", source.display()))?;
+    if !metadata.is_dir() {
+        bail!(
+            "expected a directory to back up; {} is not one",
+            source.display()
+        );
+    }
+    let disk = RealDisk::open(repo)
+        .with_context(|| format!("creating the repository directory {}", repo.display()))?;
+    let repository = Repository::open_or_create(Arc::new(disk), RepoConfig::default())
+        .with_context(|| format!("opening or creating the repository at {}", repo.display()))?;
+    let label = source
+        .canonicalize()
+        .unwrap_or_else(|_| source.to_path_buf());
+    let source: Arc<dyn Source> = Arc::new(FsSource::new(source));
+    backup_source(&repository, source, &label.display().to_string())
+}
+
+fn backup_source(
+    repository: &Repository,
+    source: Arc<dyn Source>,
+    label: &str,
+) -> anyhow::Result<BackupSummary> {
+    let options = BackupOptions {
+        label: label.to_string(),
+        time_unix_ms: RealClock.now_ms(),
+        pipeline: Pipeline::parallel_default(),
+        ..BackupOptions::default()
+    };
+    tracing::info!(label, pipeline = ?options.pipeline, "backup starting");
+    let bar = ByteBar::new("backup");
+    let started = Instant::now();
+    let report = pollster::block_on(client::backup(
+        repository, source, &options, &RealClock, &bar,
+    ))
+    .with_context(|| format!("backing up {label}"))?;
+    drop(bar);
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = report.stats;
+    for skipped in &stats.skipped {
+        tracing::warn!(path = %skipped.path, reason = %skipped.reason, "entry skipped");
+    }
+    Ok(BackupSummary {
+        snapshot_id: report.snapshot.0,
+        files: stats.files,
+        directories: stats.directories,
+        symlinks: stats.symlinks,
+        bytes_read: stats.bytes_read,
+        chunks: stats.chunks,
+        new_chunks: stats.new_chunks,
+        new_bytes: stats.new_bytes,
+        dedup_ratio: (stats.new_bytes > 0).then(|| stats.dedup_ratio()),
+        index_lookups: stats.index_lookups,
+        bloom_lookups_saved: stats.bloom_lookups_saved,
+        bloom_false_positives: stats.bloom_false_positives,
+        duplicate_uploads: stats.duplicate_uploads,
+        skipped: stats.skipped,
+        seconds,
+        mib_per_s: stats.bytes_read as f64 / MIB / seconds.max(1e-9),
+    })
+}
+
+fn print_backup(summary: &BackupSummary) {
+    let dedup = match summary.dedup_ratio {
+        Some(ratio) => format!("{ratio:.2}x"),
+        None => "nothing new stored".to_string(),
+    };
+    println!("snapshot     {}", summary.snapshot_id);
+    println!(
+        "files        {} ({} directories, {} symlinks)",
+        summary.files, summary.directories, summary.symlinks
+    );
+    println!(
+        "bytes read   {} ({:.1} MiB)",
+        summary.bytes_read,
+        summary.bytes_read as f64 / MIB
+    );
+    println!(
+        "chunks       {} ({} new)",
+        summary.chunks, summary.new_chunks
+    );
+    println!(
+        "new bytes    {} ({:.1} MiB)",
+        summary.new_bytes,
+        summary.new_bytes as f64 / MIB
+    );
+    println!("dedup ratio  {dedup}");
+    println!(
+        "speed        {:.1} MiB/s over {:.2} s",
+        summary.mib_per_s, summary.seconds
+    );
+    println!(
+        "index        {} lookups, {} saved by the Bloom filter ({} false positives), \
+         {} duplicate uploads",
+        summary.index_lookups,
+        summary.bloom_lookups_saved,
+        summary.bloom_false_positives,
+        summary.duplicate_uploads
+    );
+    println!("skipped      {}", summary.skipped.len());
+    for skipped in &summary.skipped {
+        println!("  {}: {}", skipped.path, skipped.reason);
+    }
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
+    let repository = open_repository(&args.repo)?;
+    let id = pollster::block_on(client::find_snapshot(&repository, &args.snapshot))
+        .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
+    let bar = ByteBar::spinner("restoring");
+    let started = Instant::now();
+    let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));
+    drop(bar);
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(error @ (RestoreError::TargetNotEmpty { .. } | RestoreError::Io { .. })) => {
+            return Err(error).context(format!("restoring snapshot {id}"));
+        }
+        Err(error) => {
+            // The repository's content is at fault: damaged or unsafe.
+            eprintln!("error: restoring snapshot {id}: {error}");
+            return Ok(Verdict::SafetyViolation);
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let mut value = serde_json::to_value(&stats)?;
+        value["snapshot_id"] = id.0.clone().into();
+        value["seconds"] = seconds.into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "restored {id} into {}: {} files, {} directories, {} symlinks, {:.1} MiB in {:.2} s",
+            args.target.display(),
+            stats.files,
+            stats.directories,
+            stats.symlinks,
+            stats.bytes_written as f64 / MIB,
+            seconds
+        );
+    }
+    Ok(Verdict::Holds)
+}
+
+pub fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Verdict> {
+    let repository = open_repository(&args.repo)?;
+    let list: Vec<SnapshotSummary> = pollster::block_on(repository.list_snapshots())
+        .with_context(|| format!("listing snapshots in {}", args.repo.display()))?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|snapshot| {
+                serde_json::json!({
+                    "id": snapshot.id.0,
+                    "label": snapshot.label,
+                    "time_unix_ms": snapshot.time_unix_ms,
+                    "files": snapshot.file_count,
+                    "size_bytes": snapshot.size_bytes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(Verdict::Holds);
+    }
+    println!(
+        "{:<16} {:<20} {:>8} {:>12}  label",
+        "id", "time (UTC)", "files", "MiB"
+    );
+    for snapshot in &list {
+        println!(
+            "{:<16} {:<20} {:>8} {:>12.1}  {}",
+            &snapshot.id.0[..snapshot.id.0.len().min(16)],
+            utc_text(snapshot.time_unix_ms),
+            snapshot.file_count,
+            snapshot.size_bytes as f64 / MIB,
+            snapshot.label
+        );
+    }
+    Ok(Verdict::Holds)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` for a Unix time in milliseconds (proleptic
+/// Gregorian calendar, Howard Hinnant's days-to-civil algorithm).
+fn utc_text(time_unix_ms: u64) -> String {
+    let seconds = time_unix_ms / 1000;
+    let (days, second_of_day) = ((seconds / 86_400) as i64, seconds % 86_400);
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (hour, minute, second) = (
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}")
+}
+
+pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
+    let repository = open_repository(&args.repo)?;
+    let bar = ByteBar::new("fsck");
+    let report = backup::fsck::fsck(&repository, &mut |done, total| {
+        bar.0.set_length(total);
+        bar.0.set_position(done);
+    })
+    .with_context(|| format!("checking the repository at {}", args.repo.display()))?;
+    drop(bar);
+    let removed = if args.cleanup && report.is_clean() {
+        backup::fsck::cleanup(&repository).context("removing leftovers")?
+    } else {
+        Vec::new()
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["clean"] = report.is_clean().into();
+        value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
+        value["removed"] = serde_json::to_value(&removed)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_fsck(&report, &removed);
+    }
+    Ok(if report.is_clean() {
+        Verdict::Holds
+    } else {
+        Verdict::SafetyViolation
+    })
+}
+
+fn print_fsck(report: &FsckReport, removed: &[String]) {
+    println!(
+        "checked {} packs, {} chunks, {} snapshots",
+        report.packs_checked, report.chunks_checked, report.snapshots_checked
+    );
+    for id in report.damaged_snapshots() {
+        println!("DAMAGED snapshot {id}");
+    }
+    for file in &report.damaged_files {
+        println!(
+            "DAMAGED snapshot {} file {:?}: chunk {} {}",
+            file.snapshot, file.path, file.chunk, file.problem
+        );
+    }
+    for (chunk, pack, problem) in &report.damaged_chunks {
+        println!("DAMAGED chunk {chunk} in {pack}: {problem}");
+    }
+    for (pack, problem) in &report.damaged_packs {
+        println!("DAMAGED pack {pack}: {problem}");
+    }
+    for (id, problem) in &report.damaged_manifests {
+        println!("DAMAGED manifest of snapshot {id}: {problem}");
+    }
+    for chunk in &report.index_claims_missing {
+        println!("DAMAGED index: claims chunk {chunk}, which the store lacks");
+    }
+    println!(
+        "leftovers (harmless): {} temp files, {} unreferenced chunks",
+        report.temp_files.len(),
+        report.unreferenced_chunks
+    );
+    for path in removed {
+        println!("removed leftover {path}");
+    }
+    let verdict = if report.is_clean() {
+        "clean"
+    } else {
+        "DAMAGED"
+    };
+    println!("repository {verdict}");
+}
+
+pub fn bench(args: BenchBackupArgs) -> anyhow::Result<Verdict> {
+    let chunker = RepoConfig::default().chunker;
+    let sizes = crate::bench_backup::ChunkSizes {
+        min_bytes: chunker.size_min_bytes,
+        avg_bytes: chunker.size_avg_bytes,
+        max_bytes: chunker.size_max_bytes,
+    };
+    crate::bench_backup::run(args, sizes)
+}
+
+/// The backup service's checks for `crosscheck verify`: real trees present on
+/// every machine of this kind, backed up, restored to a temporary directory
+/// and compared byte for byte, then backed up again to show that nothing new
+/// is stored. The project's own tree skips `target/` and `.git/`; the Rust
+/// documentation tree (~780 MB of small HTML files) takes some 10 s in a
+/// release build when the toolchain ships it.
+// Called from src/verify.rs once the lead wires the areas together.
+#[allow(dead_code)]
+pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("crosscheck-verify-")
+        .tempdir()?;
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut rows = verify_tree(
+        "project source tree",
+        project,
+        &["target", ".git"],
+        scratch.path(),
+    )?;
+    match rust_docs_dir() {
+        Some(docs) => rows.extend(verify_tree("Rust docs tree", &docs, &[], scratch.path())?),
+        None => tracing::warn!("this toolchain ships no share/doc/rust/html; its check is skipped"),
+    }
+    Ok(rows)
+}
+
+/// Backup, restore and compare, then re-backup, for one tree: two rows.
+fn verify_tree(
+    name: &str,
+    root: &Path,
+    excluded_top: &[&str],
+    scratch: &Path,
+) -> anyhow::Result<Vec<Row>> {
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let disk = RealDisk::open(scratch.join(format!("repo-{slug}")))?;
+    let repository = Repository::create(Arc::new(disk), RepoConfig::default())?;
+    let source = Arc::new(ExcludingSource {
+        inner: FsSource::new(root),
+        excluded_top: excluded_top.iter().map(|top| top.to_string()).collect(),
+    });
+    let label = root.display().to_string();
+    let first = backup_source(&repository, source.clone(), &label)?;
+    let target = scratch.join(format!("restore-{slug}"));
+    let started = Instant::now();
+    let id = backup::SnapshotId(first.snapshot_id.clone());
+    pollster::block_on(backup::restore::restore(&repository, &id, &target))
+        .with_context(|| format!("restoring the {name} into {}", target.display()))?;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let skipped: Vec<&str> = first
+        .skipped
+        .iter()
+        .map(|entry| entry.path.as_str())
+        .collect();
+    let comparison = compare_trees(root, &target, excluded_top, &skipped)?;
+    let second = backup_source(&repository, source, &label)?;
+    let mib = first.bytes_read as f64 / MIB;
+    let identical = Row {
+        area: "backup".into(),
+        check: format!("{name}: backup, restore, byte-identical"),
+        passed: comparison.mismatches.is_empty() && comparison.files == first.files,
+        detail: format!(
+            "{} files, {mib:.1} MiB; backup {:.0} MiB/s, restore {:.0} MiB/s; {} skipped; {}",
+            first.files,
+            first.mib_per_s,
+            mib / restore_seconds.max(1e-9),
+            first.skipped.len(),
+            comparison.verdict_text()
+        ),
+    };
+    let nothing_new = Row {
+        area: "backup".into(),
+        check: format!("{name}: re-backup stores nothing new"),
+        passed: second.new_chunks == 0 && second.new_bytes == 0 && second.chunks == first.chunks,
+        detail: format!(
+            "{} new chunks of {}, {} new bytes; {:.0} MiB/s",
+            second.new_chunks, second.chunks, second.new_bytes, second.mib_per_s
+        ),
+    };
+    Ok(vec![identical, nothing_new])
+}
+
+/// A real directory minus some top-level entries (`target`, `.git`).
+struct ExcludingSource {
+    inner: FsSource,
+    excluded_top: Vec<String>,
+}
+
+impl ExcludingSource {
+    fn is_excluded(&self, path: &str) -> bool {
+        let top = path.split('/').next().unwrap_or(path);
+        self.excluded_top.iter().any(|excluded| excluded == top)
+    }
+}
+
+impl Source for ExcludingSource {
+    fn list(&self) -> Result<Vec<SourceEntry>, SourceError> {
+        let entries = self.inner.list()?;
+        Ok(entries
+            .into_iter()
+            .filter(|entry| !self.is_excluded(&entry.path))
+            .collect())
+    }
+
+    fn open(&self, path: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.open(path)
+    }
+}
+
+/// What a byte-for-byte comparison of two trees found.
+#[derive(Debug, Default)]
+struct Comparison {
+    files: u64,
+    bytes: u64,
+    mismatches: Vec<String>,
+}
+
+impl Comparison {
+    fn verdict_text(&self) -> String {
+        match self.mismatches.first() {
+            None => format!("{} files, {} bytes identical", self.files, self.bytes),
+            Some(first) => format!("{} mismatches, first: {first}", self.mismatches.len()),
+        }
+    }
+}
+
+/// Compares `original` (minus excluded top-level entries and the entries the
+/// backup skipped) with `restored`: same paths, same kinds, same file bytes
+/// and permission bits, same symlink targets.
+fn compare_trees(
+    original: &Path,
+    restored: &Path,
+    excluded_top: &[&str],
+    skipped: &[&str],
+) -> anyhow::Result<Comparison> {
+    let left = list_tree(original)?;
+    let right = list_tree(restored)?;
+    let kept = |path: &String| {
+        let top = path.split('/').next().unwrap_or(path);
+        !excluded_top.contains(&top) && !skipped.contains(&path.as_str())
+    };
+    let left: std::collections::BTreeMap<_, _> =
+        left.into_iter().filter(|(p, _)| kept(p)).collect();
+    let mut comparison = Comparison::default();
+    for path in right.keys().filter(|path| !left.contains_key(*path)) {
+        comparison
+            .mismatches
+            .push(format!("{path}: restored but not in the original"));
+    }
+    for (path, kind) in &left {
+        let Some(restored_kind) = right.get(path) else {
+            comparison
+                .mismatches
+                .push(format!("{path}: missing from the restore"));
+            continue;
+        };
+        if kind != restored_kind {
+            comparison
+                .mismatches
+                .push(format!("{path}: {kind:?} became {restored_kind:?}"));
+        } else if let TreeKind::File { size_bytes, .. } = kind {
+            comparison.files += 1;
+            comparison.bytes += size_bytes;
+            if !same_bytes(&original.join(path), &restored.join(path))? {
+                comparison
+                    .mismatches
+                    .push(format!("{path}: contents differ"));
+            }
+        }
+    }
+    Ok(comparison)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum TreeKind {
+    Directory,
+    File { size_bytes: u64, mode: u32 },
+    Symlink { target: PathBuf },
+    Other,
+}
+
+/// Every entry under `root` by relative path, symlinks not followed.
+fn list_tree(root: &Path) -> anyhow::Result<std::collections::BTreeMap<String, TreeKind>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tree = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let relative = path.strip_prefix(root)?.to_string_lossy().into_owned();
+            let metadata = std::fs::symlink_metadata(&path)?;
+            let kind = if metadata.is_symlink() {
+                TreeKind::Symlink {
+                    target: std::fs::read_link(&path)?,
+                }
+            } else if metadata.is_dir() {
+                pending.push(path);
+                TreeKind::Directory
+            } else if metadata.is_file() {
+                let mode = metadata.permissions().mode() & 0o7777;
+                TreeKind::File {
+                    size_bytes: metadata.len(),
+                    mode,
+                }
+            } else {
+                TreeKind::Other
+            };
+            tree.insert(relative, kind);
+        }
+    }
+    Ok(tree)
+}
+
+fn same_bytes(left: &Path, right: &Path) -> anyhow::Result<bool> {
+    use std::io::Read;
+    let open = |path: &Path| {
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))
+    };
+    let (mut left, mut right) = (open(left)?, open(right)?);
+    let (mut left_buffer, mut right_buffer) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let left_read = read_full(&mut left, &mut left_buffer)?;
+        let right_read = read_full(&mut right, &mut right_buffer)?;
+        if left_buffer[..left_read] != right_buffer[..right_read] {
+            return Ok(false);
+        }
+        if left_read == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match file.read(&mut buffer[filled..])? {
+                0 => break,
+                count => filled += count,
+            }
+        }
+        Ok(filled)
+    }
 }
 
 /// The Rust toolchain's HTML documentation, when this toolchain ships it.
@@ -101,27 +770,65 @@ pub fn rust_docs_dir() -> Option<PathBuf> {
     docs.is_dir().then_some(docs)
 }
 
-pub fn backup(_args: BackupArgs) -> anyhow::Result<Verdict> {
-    bail!("`backup` is not built yet")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub fn restore(_args: RestoreArgs) -> anyhow::Result<Verdict> {
-    bail!("`restore` is not built yet")
-}
+    fn small_tree(root: &Path) {
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("target/debug")).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(root.join("a/b/large.bin"), &bytes).unwrap();
+        std::fs::write(root.join("a/empty"), b"").unwrap();
+        std::fs::write(root.join("target/debug/ignored"), b"build output").unwrap();
+        std::os::unix::fs::symlink("a/b/large.bin", root.join("link")).unwrap();
+    }
 
-pub fn snapshots(_args: SnapshotsArgs) -> anyhow::Result<Verdict> {
-    bail!("`snapshots` is not built yet")
-}
+    #[test]
+    fn verify_tree_restores_identically_and_rebackup_stores_nothing() {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("tree");
+        small_tree(&root);
+        let rows = verify_tree("small tree", &root, &["target"], scratch.path()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|row| row.passed), "{rows:#?}");
+        assert!(
+            rows[0].detail.contains("2 files, 300000 bytes identical"),
+            "{rows:#?}"
+        );
+        assert!(!scratch.path().join("restore-small-tree/target").exists());
+    }
 
-pub fn fsck(_args: FsckArgs) -> anyhow::Result<Verdict> {
-    bail!("`fsck` is not built yet")
-}
+    #[test]
+    fn compare_trees_catches_one_changed_byte_a_missing_file_and_an_extra_one() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (left, right) = (scratch.path().join("left"), scratch.path().join("right"));
+        small_tree(&left);
+        small_tree(&right);
+        let same = compare_trees(&left, &right, &[], &[]).unwrap();
+        assert!(same.mismatches.is_empty(), "{same:?}");
+        let mut bytes = std::fs::read(right.join("a/b/large.bin")).unwrap();
+        bytes[123_456] ^= 0x10;
+        std::fs::write(right.join("a/b/large.bin"), bytes).unwrap();
+        std::fs::remove_file(right.join("a/empty")).unwrap();
+        std::fs::write(right.join("extra"), b"x").unwrap();
+        let found = compare_trees(&left, &right, &[], &[]).unwrap();
+        let text = found.mismatches.join("; ");
+        assert_eq!(found.mismatches.len(), 3, "{text}");
+        assert!(text.contains("a/b/large.bin: contents differ"), "{text}");
+        assert!(text.contains("a/empty: missing"), "{text}");
+        assert!(
+            text.contains("extra: restored but not in the original"),
+            "{text}"
+        );
+    }
 
-pub fn bench(args: BenchBackupArgs) -> anyhow::Result<Verdict> {
-    let sizes = crate::bench_backup::ChunkSizes {
-        min_bytes: 16 * 1024,
-        avg_bytes: 64 * 1024,
-        max_bytes: 256 * 1024,
-    };
-    crate::bench_backup::run(args, sizes)
+    #[test]
+    fn utc_text_matches_known_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_text(1_796_306_524_672), "2026-12-03 14:02:04");
+    }
 }
