@@ -1,0 +1,525 @@
+//! The engine end to end on a real repository directory: dedup, Bloom
+//! statistics, bad input of every kind, crash leftovers, the naive index bug.
+
+mod common;
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use backup::manifest::{Entry, EntryKind, Manifest};
+use backup::restore::{RestoreError, restore};
+use backup::service::{Answer, BackupService, ServiceError};
+use backup::{
+    ChunkerConfig, ConcurrencyMode, FsSource, MemoryEntry, MemorySource, Pipeline, RepoConfig,
+    Repository, Source, SourceEntry, SourceKind,
+};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random_bytes(size_bytes: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; size_bytes];
+    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}
+
+fn small_chunks() -> RepoConfig {
+    RepoConfig {
+        chunker: ChunkerConfig::with_average(16 * 1024),
+        ..RepoConfig::default()
+    }
+}
+
+/// A tree of a few files, some sharing content.
+fn sample_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("docs/deep")).unwrap();
+    std::fs::write(root.join("big.bin"), random_bytes(2 << 20, 1)).unwrap();
+    std::fs::write(root.join("docs/copy.bin"), random_bytes(2 << 20, 1)).unwrap();
+    std::fs::write(root.join("docs/deep/small.txt"), b"hello").unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+}
+
+fn restore_into(
+    repository: &Repository,
+    id: &backup::SnapshotId,
+    target: &Path,
+) -> Result<(), RestoreError> {
+    pollster::block_on(restore(repository, id, target)).map(|_| ())
+}
+
+#[test]
+fn second_backup_of_an_unchanged_tree_stores_nothing_new() {
+    let source = tempfile::tempdir().unwrap();
+    sample_tree(source.path());
+    let (repo_dir, repository) = common::repository(small_chunks());
+    let first = common::backup_dir(&repository, source.path(), Pipeline::parallel_default());
+    assert_eq!(first.stats.files, 4);
+    assert_eq!(first.stats.bytes_read, (4 << 20) + 5);
+    // The copy deduplicates within the run: only one 2 MiB file's bytes are new.
+    assert_eq!(first.stats.new_bytes, (2 << 20) + 5);
+    assert!(first.stats.bloom_lookups_saved > 0, "{:?}", first.stats);
+
+    // After a restart, with the Bloom filter now full of our chunks.
+    let repository = common::reopen(repo_dir.path());
+    let second = common::backup_dir(&repository, source.path(), Pipeline::Inline);
+    assert_eq!(second.stats.new_chunks, 0);
+    assert_eq!(second.stats.new_bytes, 0);
+    assert_eq!(second.stats.duplicate_uploads, 0);
+    assert_eq!(second.stats.bloom_lookups_saved, 0);
+    assert_eq!(second.stats.index_lookups, first.stats.new_chunks);
+    assert!(second.stats.dedup_ratio().is_infinite());
+    // Same tree, label and time: the manifest, and so the snapshot, is the same.
+    assert_eq!(second.snapshot, first.snapshot);
+    let listed = pollster::block_on(repository.list_snapshots()).unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+#[test]
+fn bloom_filter_saves_lookups_for_new_chunks_and_counts_false_positives() {
+    let (_repo_dir, repository) = common::repository(small_chunks());
+    let mut tree = MemorySource::new();
+    tree.insert("old", 0o644, MemoryEntry::File(random_bytes(4 << 20, 7)));
+    common::backup_source(&repository, Arc::new(tree.clone()), Pipeline::Inline).unwrap();
+    tree.insert("new", 0o644, MemoryEntry::File(random_bytes(4 << 20, 8)));
+    let report = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
+    let stats = &report.stats;
+    // Every chunk of "new" is new; the filter rules out nearly all of them.
+    let new_chunks = stats.new_chunks;
+    assert_eq!(
+        stats.bloom_lookups_saved + stats.bloom_false_positives,
+        new_chunks
+    );
+    assert!(stats.bloom_false_positives * 20 <= new_chunks, "{stats:?}");
+    assert_eq!(
+        stats.index_lookups,
+        stats.chunks - new_chunks + stats.bloom_false_positives
+    );
+}
+
+#[test]
+fn symlinks_are_stored_as_links_and_special_files_are_skipped_and_reported() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"not ours").unwrap();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("file"), b"data").unwrap();
+    std::os::unix::fs::symlink(outside.path(), source.path().join("to_outside")).unwrap();
+    std::os::unix::fs::symlink("file", source.path().join("to_file")).unwrap();
+    let fifo = std::ffi::CString::new(source.path().join("fifo").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(source.path().join("socket")).unwrap();
+
+    let (_repo_dir, repository) = common::repository(small_chunks());
+    let report = common::backup_dir(&repository, source.path(), Pipeline::Inline);
+    assert_eq!((report.stats.files, report.stats.symlinks), (1, 2));
+    let mut skipped: Vec<(String, bool)> = report
+        .stats
+        .skipped
+        .iter()
+        .map(|entry| (entry.path.clone(), entry.reason.contains("special file")))
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        vec![("fifo".to_string(), true), ("socket".to_string(), true)]
+    );
+    // The link's target directory was not followed: its file is not in the snapshot.
+    assert_eq!(report.stats.bytes_read, 4);
+
+    let target = tempfile::tempdir().unwrap();
+    restore_into(&repository, &report.snapshot, &target.path().join("r")).unwrap();
+    let link = std::fs::read_link(target.path().join("r/to_outside")).unwrap();
+    assert_eq!(link, outside.path());
+    assert_eq!(
+        std::fs::read(target.path().join("r/to_file")).unwrap(),
+        b"data"
+    );
+}
+
+/// A source whose listing is real but whose files fail as the test says:
+/// one vanishes (replaced by a symlink) after listing, one fails mid-read.
+struct FlakySource {
+    inner: FsSource,
+}
+
+struct FailingReader {
+    served: bool,
+}
+
+impl Read for FailingReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if self.served {
+            return Err(io::Error::other("simulated EIO"));
+        }
+        self.served = true;
+        buffer[..4].copy_from_slice(b"part");
+        Ok(4)
+    }
+}
+
+impl Source for FlakySource {
+    fn list(&self) -> Result<Vec<SourceEntry>, backup::source::SourceError> {
+        let entries = self.inner.list()?;
+        let root = self.inner.root();
+        std::fs::remove_file(root.join("swapped")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("swapped")).unwrap();
+        Ok(entries)
+    }
+
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send>> {
+        if path == "fails_midway" {
+            return Ok(Box::new(FailingReader { served: false }));
+        }
+        self.inner.open(path)
+    }
+}
+
+#[test]
+fn unreadable_source_files_are_reported_and_do_not_stop_the_backup() {
+    let source = tempfile::tempdir().unwrap();
+    for name in ["fails_midway", "good", "swapped"] {
+        std::fs::write(source.path().join(name), name.as_bytes()).unwrap();
+    }
+    let (_repo_dir, repository) = common::repository(small_chunks());
+    let flaky = Arc::new(FlakySource {
+        inner: FsSource::new(source.path()),
+    });
+    for pipeline in [Pipeline::Inline, Pipeline::parallel_default()] {
+        let report = common::backup_source(&repository, flaky.clone(), pipeline);
+        // The source swaps "swapped" on each listing; recreate it for the next round.
+        std::fs::remove_file(source.path().join("swapped")).unwrap();
+        std::fs::write(source.path().join("swapped"), b"swapped").unwrap();
+        let report = report.unwrap();
+        let mut skipped: Vec<&str> = report
+            .stats
+            .skipped
+            .iter()
+            .map(|s| s.path.as_str())
+            .collect();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            ["fails_midway", "swapped"],
+            "{:?}",
+            report.stats.skipped
+        );
+        assert!(
+            report
+                .stats
+                .skipped
+                .iter()
+                .any(|s| s.reason.contains("simulated EIO"))
+        );
+        assert_eq!(report.stats.files, 1);
+        let manifest = pollster::block_on(repository.get_manifest(report.snapshot)).unwrap();
+        let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["good"]);
+    }
+}
+
+#[test]
+fn an_unusable_source_root_is_a_clear_error() {
+    let (_repo_dir, repository) = common::repository(small_chunks());
+    let missing = Arc::new(FsSource::new("/nonexistent/crosscheck"));
+    let error = common::backup_source(&repository, missing, Pipeline::Inline).unwrap_err();
+    assert!(
+        error.to_string().contains("expected a readable directory"),
+        "{error}"
+    );
+    assert!(
+        pollster::block_on(repository.list_snapshots())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Backs up two trees, returns the repository dir, both snapshot ids, and
+/// the one pack holding only the second tree's new chunk.
+fn two_snapshots() -> (
+    tempfile::TempDir,
+    backup::SnapshotId,
+    backup::SnapshotId,
+    String,
+) {
+    let (repo_dir, repository) = common::repository(small_chunks());
+    let mut tree = MemorySource::new();
+    tree.insert("keep", 0o644, MemoryEntry::File(random_bytes(100_000, 1)));
+    let first =
+        common::backup_source(&repository, Arc::new(tree.clone()), Pipeline::Inline).unwrap();
+    let packs_before = repository.store().pack_paths();
+    tree.insert("victim", 0o644, MemoryEntry::File(random_bytes(3_000, 2)));
+    let second = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
+    let packs_after = repository.store().pack_paths();
+    let new_pack = packs_after
+        .into_iter()
+        .find(|pack| !packs_before.contains(pack))
+        .unwrap();
+    (repo_dir, first.snapshot, second.snapshot, new_pack)
+}
+
+#[test]
+fn a_corrupt_chunk_fails_restore_naming_file_and_chunk_and_spares_other_snapshots() {
+    type Corrupt = fn(&mut Vec<u8>);
+    let corruptions: [(&str, Corrupt, &str); 3] = [
+        (
+            "bit flip",
+            |bytes| *bytes.last_mut().unwrap() ^= 0x01,
+            "hash to",
+        ),
+        (
+            "truncation",
+            |bytes| bytes.truncate(bytes.len() - 100),
+            "truncated",
+        ),
+        ("zero length", |bytes| bytes.clear(), "zero length"),
+    ];
+    for (name, corrupt, expected_problem) in corruptions {
+        let (repo_dir, first, second, pack) = two_snapshots();
+        let pack_path = repo_dir.path().join(&pack);
+        let mut bytes = std::fs::read(&pack_path).unwrap();
+        corrupt(&mut bytes);
+        std::fs::write(&pack_path, bytes).unwrap();
+
+        let repository = common::reopen(repo_dir.path());
+        let target = tempfile::tempdir().unwrap();
+        let error = restore_into(&repository, &second, &target.path().join("r")).unwrap_err();
+        let message = error.to_string();
+        let RestoreError::BadChunk { path, .. } = &error else {
+            panic!("{name}: {error}")
+        };
+        assert_eq!(path, "victim", "{name}");
+        assert!(message.contains(expected_problem), "{name}: {message}");
+
+        let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+        assert!(!report.is_clean(), "{name}");
+        assert_eq!(
+            report.damaged_snapshots(),
+            vec![second.clone()],
+            "{name}: {report:?}"
+        );
+        assert_eq!(report.damaged_files.len(), 1, "{name}");
+        assert_eq!(report.damaged_files[0].path, "victim");
+        // The first snapshot does not share the damaged pack: it restores.
+        restore_into(&repository, &first, &target.path().join("first")).unwrap();
+        let kept = std::fs::read(target.path().join("first/keep")).unwrap();
+        assert_eq!(kept, random_bytes(100_000, 1), "{name}");
+    }
+}
+
+/// Commits a manifest straight into the manifest store, as tampering would.
+fn tampered(entries: Vec<Entry>) -> (tempfile::TempDir, Repository, backup::SnapshotId) {
+    let (repo_dir, repository) = common::repository(small_chunks());
+    let manifest = Manifest {
+        label: "evil".into(),
+        time_unix_ms: 0,
+        entries,
+    };
+    let id = repository.manifests().commit(&manifest).unwrap();
+    (repo_dir, repository, id)
+}
+
+#[test]
+fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
+    let file = |path: &str| Entry {
+        path: path.into(),
+        mode: 0o644,
+        kind: EntryKind::File {
+            size_bytes: 0,
+            chunks: vec![],
+        },
+    };
+    let link = |path: &str, target: &str| Entry {
+        path: path.into(),
+        mode: 0o777,
+        kind: EntryKind::Symlink {
+            target: target.into(),
+        },
+    };
+    let cases = [
+        (
+            vec![file("fine"), file("/tmp/evil")],
+            "/tmp/evil",
+            "absolute",
+        ),
+        (
+            vec![file("fine"), file("a/../../evil")],
+            "a/../../evil",
+            "'..'",
+        ),
+        (
+            vec![file("fine"), link("out", "/tmp"), file("out/evil")],
+            "out/evil",
+            "symlink",
+        ),
+    ];
+    for (entries, bad_path, problem) in cases {
+        let (_repo_dir, repository, id) = tampered(entries);
+        let target = tempfile::tempdir().unwrap();
+        let restored = target.path().join("r");
+        let error = restore_into(&repository, &id, &restored).unwrap_err();
+        let RestoreError::UnsafePath(unsafe_path) = &error else {
+            panic!("{error}")
+        };
+        assert_eq!(unsafe_path.path, bad_path);
+        assert!(error.to_string().contains(problem), "{error}");
+        assert!(!restored.exists(), "restore wrote before refusing");
+        // The service also refuses to commit such a manifest.
+        let manifest = pollster::block_on(repository.get_manifest(id)).unwrap();
+        let refused = pollster::block_on(repository.commit_manifest(manifest)).unwrap_err();
+        assert!(
+            matches!(refused, ServiceError::ManifestInvalid { .. }),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target() {
+    let (_repo_dir, repository, id) = tampered(vec![]);
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("existing"), b"x").unwrap();
+    let error = restore_into(&repository, &id, target.path()).unwrap_err();
+    assert!(
+        matches!(error, RestoreError::TargetNotEmpty { .. }),
+        "{error}"
+    );
+}
+
+/// What a kill -9 can leave behind at each step of the commit order: a pack
+/// temp file, a pack the index never recorded, a manifest temp file. None of
+/// it is damage; a later backup reuses the orphan chunks and cleanup
+/// removes the temp files.
+#[test]
+fn crash_leftovers_are_harmless_and_cleaned_up() {
+    let source = tempfile::tempdir().unwrap();
+    sample_tree(source.path());
+    let (repo_dir, repository) = common::repository(small_chunks());
+    let first = common::backup_dir(&repository, source.path(), Pipeline::Inline);
+    let disk = repository.disk().clone();
+    disk.write("data/00/interrupted.pack.tmp", b"half a pack")
+        .unwrap();
+    disk.write("snapshots/interrupted.json.tmp", b"{\"label\":")
+        .unwrap();
+    // A pack made durable just before the crash, never recorded in the index.
+    let orphan = random_bytes(3_000, 99);
+    let orphan_fingerprint = backup::Fingerprint::of(&orphan);
+    repository
+        .store()
+        .put_batch(&[(orphan_fingerprint, orphan.clone())])
+        .unwrap();
+    drop(repository);
+
+    let repository = common::reopen(repo_dir.path());
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.temp_files.len(), 2);
+    assert_eq!(report.unreferenced_chunks, 1);
+    let target = tempfile::tempdir().unwrap();
+    restore_into(&repository, &first.snapshot, &target.path().join("r")).unwrap();
+    assert_eq!(
+        common::describe_tree(&target.path().join("r")),
+        common::describe_tree(source.path())
+    );
+
+    // The next backup uploads the orphan again (the index did not know it):
+    // the store keeps one copy, counts a duplicate, and the index heals.
+    std::fs::write(source.path().join("orphan"), &orphan).unwrap();
+    let second = common::backup_dir(&repository, source.path(), Pipeline::Inline);
+    assert_eq!(second.stats.duplicate_uploads, 1, "{:?}", second.stats);
+    assert!(
+        repository
+            .shard_for(&orphan_fingerprint)
+            .contains(&orphan_fingerprint)
+    );
+    let removed = backup::cleanup(&repository).unwrap();
+    assert_eq!(removed.len(), 2);
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert!(report.is_clean() && report.temp_files.is_empty() && report.unreferenced_chunks == 0);
+}
+
+/// The deliberate bug of naive mode, end to end: one client asks about a
+/// chunk and stalls before uploading; a second client is told "present",
+/// commits, and its snapshot names bytes that were never stored.
+#[test]
+fn naive_index_lets_a_snapshot_name_a_chunk_never_uploaded() {
+    let config = RepoConfig {
+        mode: ConcurrencyMode::Naive,
+        ..small_chunks()
+    };
+    let (_repo_dir, repository) = common::repository(config);
+    // Below the minimum chunk size: the file is exactly one chunk.
+    let bytes = random_bytes(3_000, 5);
+    let fingerprint = backup::Fingerprint::of(&bytes);
+    let answers = pollster::block_on(repository.query(1, vec![fingerprint], 0)).unwrap();
+    assert_eq!(answers, vec![Answer::Upload]); // client 1 stalls here
+
+    let mut tree = MemorySource::new();
+    tree.insert("file", 0o644, MemoryEntry::File(bytes));
+    let report = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
+    assert_eq!(
+        report.stats.new_chunks, 0,
+        "client 2 was told the chunk is present"
+    );
+    let target = tempfile::tempdir().unwrap();
+    let error = restore_into(&repository, &report.snapshot, &target.path().join("r")).unwrap_err();
+    assert!(
+        matches!(error, RestoreError::BadChunk { chunk, .. } if chunk == fingerprint),
+        "{error}"
+    );
+    let fsck = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert_eq!(fsck.index_claims_missing, vec![fingerprint]);
+}
+
+/// Pessimistic mode end to end: while another client holds the lease, the
+/// backup waits (on its clock) until the lease expires, then uploads.
+#[test]
+fn pessimistic_backup_waits_out_a_stalled_lease_holder() {
+    let config = RepoConfig {
+        mode: ConcurrencyMode::Pessimistic { lease_ms: 5_000 },
+        ..small_chunks()
+    };
+    let (_repo_dir, repository) = common::repository(config);
+    let bytes = random_bytes(3_000, 6);
+    let fingerprint = backup::Fingerprint::of(&bytes);
+    let answers = pollster::block_on(repository.query(99, vec![fingerprint], 0)).unwrap();
+    assert_eq!(answers, vec![Answer::Upload]); // client 99 stalls with the lease
+
+    let mut tree = MemorySource::new();
+    tree.insert("file", 0o644, MemoryEntry::File(bytes));
+    let clock = common::TestClock::default();
+    let options = backup::BackupOptions {
+        client: 1,
+        ..backup::BackupOptions::default()
+    };
+    let report = pollster::block_on(backup::client::backup(
+        &repository,
+        Arc::new(tree),
+        &options,
+        &clock,
+        &backup::NoProgress,
+    ))
+    .unwrap();
+    assert!(report.stats.lease_waits >= 1);
+    assert_eq!(report.stats.new_chunks, 1);
+    assert_eq!(
+        report.stats.bloom_lookups_saved, 0,
+        "pessimistic mode always asks"
+    );
+    use backup::Clock;
+    assert!(clock.now_ms() >= 5_000, "uploaded before the lease expired");
+}
+
+#[test]
+fn snapshot_prefixes_resolve_uniquely() {
+    let (_repo_dir, repository) = common::repository(small_chunks());
+    let mut tree = MemorySource::new();
+    tree.insert("f", 0o644, MemoryEntry::Directory);
+    let report = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
+    let found = pollster::block_on(backup::client::find_snapshot(
+        &repository,
+        &report.snapshot.0[..8],
+    ));
+    assert_eq!(found.unwrap(), report.snapshot);
+    let missing = pollster::block_on(backup::client::find_snapshot(&repository, "zz")).unwrap_err();
+    assert!(matches!(missing, ServiceError::SnapshotNotFound { .. }));
+    let _ = SourceKind::Directory;
+}
