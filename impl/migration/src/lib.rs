@@ -17,14 +17,17 @@
 //! - [`writer`]: a client's put/delete/get routed by the phase (`WriteX`, `WriteY`, ...).
 //! - [`coordinator`]: the phase machine, one bounded step at a time; [`phase_log`] keeps its
 //!   record durably. [`compare`] is the key-by-key comparison behind `Verify` and the final
-//!   check.
+//!   check. [`url`] names real stores on the command line.
+//! - [`live`]: the real-time runner behind `crosscheck migrate` — writer threads, wall
+//!   clock, seeded load.
 //!
-//! Nothing here spawns threads, reads clocks or draws randomness: callers pass time and I/O
-//! in, so the same code runs for real (`crosscheck migrate`) and under the simulator.
+//! Outside [`live`], nothing spawns threads, reads clocks or draws randomness: callers pass
+//! time and I/O in, so the same code runs for real and under the simulator.
 
 pub mod compare;
 pub mod contract;
 pub mod coordinator;
+pub mod live;
 pub mod phase_log;
 pub mod store;
 pub mod url;
