@@ -27,6 +27,8 @@
 //! [`cfg_text`] generates; a test keeps them equal.
 
 pub mod check;
+pub mod crosscheck;
+pub mod migration;
 pub mod tla;
 pub mod tlc;
 
@@ -39,8 +41,7 @@ pub use tla::TlaValue;
 
 /// Every model the command line knows, in the order `verify` reports them.
 pub fn registry() -> Vec<&'static dyn ModelEntry> {
-    // The migration model lands in the next commit.
-    vec![]
+    vec![&migration::MIGRATION]
 }
 
 /// What kind of claim a property makes, which decides what a discovery means.
