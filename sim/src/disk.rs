@@ -218,6 +218,40 @@ impl SimDisk {
         self.lock().crash_count
     }
 
+    /// A separate disk holding only what is durable now, as a crash that kept no pending
+    /// operation would leave it; this disk is untouched. Oracles inspect the copy, so
+    /// checking durability never changes the run.
+    pub fn durable_copy(&self) -> SimDisk {
+        let state = self.lock();
+        let inodes = state
+            .durable_names
+            .values()
+            .map(|id| {
+                let contents = state.inodes[id].durable.clone().unwrap_or_default();
+                let inode = Inode {
+                    visible: contents.clone(),
+                    durable: Some(contents),
+                    dirty: false,
+                };
+                (*id, inode)
+            })
+            .collect();
+        let copy = State {
+            faults: DiskFaults::none(),
+            rng: ChaCha8Rng::seed_from_u64(0),
+            next_inode: state.next_inode,
+            inodes,
+            visible_names: state.durable_names.clone(),
+            durable_names: state.durable_names.clone(),
+            pending: Vec::new(),
+            corrupted_paths: state.corrupted_paths.clone(),
+            crash_count: state.crash_count,
+        };
+        SimDisk {
+            state: Arc::new(Mutex::new(copy)),
+        }
+    }
+
     /// The power cut: decides the fate of every pending operation and unsynced write,
     /// maybe flips a bit at rest, and leaves visible state equal to durable state.
     pub fn crash(&self) -> CrashReport {

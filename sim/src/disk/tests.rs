@@ -244,3 +244,20 @@ fn list_names_direct_children_once_sorted() {
     assert!(disk.list("missing").unwrap().is_empty());
     assert!(disk.exists("a/x").unwrap());
 }
+
+#[test]
+fn durable_copy_shows_only_synced_state_and_leaves_the_disk_alone() {
+    let disk = SimDisk::new(11, faults(1.0, 0.0));
+    write_atomic(&disk, "kept", b"synced").unwrap();
+    disk.write("kept", b"overwritten, unsynced").unwrap();
+    disk.write("fresh", b"never synced").unwrap();
+    let copy = disk.durable_copy();
+    assert_eq!(copy.read("kept").unwrap(), b"synced");
+    assert!(!copy.exists("fresh").unwrap());
+    assert_eq!(
+        disk.read("kept").unwrap(),
+        b"overwritten, unsynced",
+        "the original is untouched"
+    );
+    assert!(disk.exists("fresh").unwrap());
+}
