@@ -28,6 +28,7 @@
 
 pub mod check;
 pub mod crosscheck;
+pub mod dedup;
 pub mod migration;
 pub mod tla;
 pub mod tlc;
@@ -41,7 +42,7 @@ pub use tla::TlaValue;
 
 /// Every model the command line knows, in the order `verify` reports them.
 pub fn registry() -> Vec<&'static dyn ModelEntry> {
-    vec![&migration::MIGRATION]
+    vec![&migration::MIGRATION, &dedup::DEDUP]
 }
 
 /// What kind of claim a property makes, which decides what a discovery means.

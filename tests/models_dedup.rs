@@ -1,0 +1,205 @@
+//! The dedup upload-race model (`model/src/dedup.rs`) against its pinned facts, and against
+//! the real TLC running `specs/Dedup.tla`: both must see the same state space.
+//!
+//! A change to the model's state space or to the naive counterexample shows up here first;
+//! update a pinned figure only after checking that TLC agrees with it.
+
+use model::tlc::{self, TlcJob};
+use model::{
+    CheckOptions, CheckReport, Finding, ModelEntry, Status, TraceStep, cfg_file_name, cfg_text,
+    default_params, find_model, find_variant, resolve_params,
+};
+
+fn dedup() -> &'static dyn ModelEntry {
+    find_model("dedup").expect("dedup is in the registry")
+}
+
+fn check(variant: &str) -> CheckReport {
+    let entry = dedup();
+    let variant = find_variant(entry, Some(variant)).expect("a dedup variant");
+    entry.check(variant, &default_params(entry), &CheckOptions::default())
+}
+
+/// A trace one step per line: the action, its spec line, and the variables it changed.
+fn render(trace: &[TraceStep]) -> String {
+    let mut lines = Vec::new();
+    for (index, step) in trace.iter().enumerate() {
+        let Some(action) = &step.action else {
+            lines.push("Init".to_string());
+            continue;
+        };
+        let previous = &trace[index - 1].state;
+        let changed: Vec<String> = step
+            .state
+            .iter()
+            .filter(|(name, value)| previous.get(*name) != Some(value))
+            .map(|(name, value)| format!("{name} = {value}"))
+            .collect();
+        let line = step
+            .spec_line
+            .map_or("?".to_string(), |line| line.to_string());
+        lines.push(format!("{action} [line {line}]: {}", changed.join(", ")));
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn unique_state_counts_are_pinned_at_ci_parameters() {
+    // (variant, distinct states, states generated); TLC reports the same figures.
+    let pinned = [
+        ("naive", 82, 177),
+        ("optimistic", 770, 2127),
+        ("pessimistic", 967, 2455),
+    ];
+    for (variant, distinct, generated) in pinned {
+        let report = check(variant);
+        assert_eq!(
+            (report.states_distinct, report.states_generated),
+            (distinct, generated),
+            "dedup {variant}: state space changed"
+        );
+    }
+}
+
+#[test]
+fn naive_index_loses_a_chunk_a_committed_manifest_references() {
+    let report = check("naive");
+    assert_eq!(report.finding(), Finding::SafetyViolation);
+    let lost = report
+        .outcome("NoCommittedChunkLost")
+        .expect("the lost-chunk property");
+    assert_eq!(lost.status, Status::Violated);
+    // Client 1 is told both chunks are missing, and the naive index lists them at once;
+    // client 2 is told they are present and commits; client 1 crashes before uploading and,
+    // restarted, is told they are present too. Nothing will ever store chunks 1 and 2.
+    let expected = "\
+Init
+Query(1) [line 72]: index = {1, 2}, pc = <<\"upload\", \"query\">>, pending = <<{1, 2}, {}>>
+Query(2) [line 72]: pc = <<\"upload\", \"upload\">>
+Commit(2) [line 112]: pc = <<\"upload\", \"done\">>
+Crash(1) [line 119]: crashes = 1, pc = <<\"query\", \"done\">>, pending = <<{}, {}>>";
+    assert_eq!(render(lost.trace.as_ref().expect("a trace")), expected);
+
+    // The flaw and its first symptom come earlier; the liveness property still holds (every
+    // client commits, one of them a manifest that cannot be restored).
+    for (property, status, steps) in [
+        ("IndexOnlyListsStored", Status::Violated, 2),
+        ("CommittedRestorable", Status::Violated, 4),
+        ("EveryClientCommits", Status::Holds, 0),
+        ("RaceOnFingerprint", Status::Reached, 3),
+        ("CrashMidUpload", Status::Reached, 3),
+    ] {
+        let outcome = report.outcome(property).expect(property);
+        assert_eq!(outcome.status, status, "naive {property}");
+        let trace_steps = outcome.trace.as_ref().map_or(0, Vec::len);
+        assert_eq!(
+            trace_steps, steps,
+            "naive {property}: trace length (states)"
+        );
+    }
+}
+
+#[test]
+fn optimistic_and_pessimistic_hold_and_reach_every_witness() {
+    for (variant, witnesses) in [
+        (
+            "optimistic",
+            &["RaceOnFingerprint", "CrashMidUpload", "DuplicateUpload"][..],
+        ),
+        (
+            "pessimistic",
+            &[
+                "RaceOnFingerprint",
+                "CrashMidUpload",
+                "WaitOnLease",
+                "ReuploadAfterExpiry",
+            ][..],
+        ),
+    ] {
+        let report = check(variant);
+        assert_eq!(report.finding(), Finding::Holds, "dedup {variant}");
+        let reached: Vec<&str> = report
+            .properties
+            .iter()
+            .filter(|outcome| outcome.status == Status::Reached)
+            .map(|outcome| outcome.name)
+            .collect();
+        assert_eq!(reached, witnesses, "dedup {variant}: witnesses reached");
+        let holding = report
+            .properties
+            .iter()
+            .filter(|outcome| outcome.status == Status::Holds);
+        assert_eq!(
+            holding.count(),
+            5,
+            "dedup {variant}: four safety properties and liveness"
+        );
+    }
+}
+
+#[test]
+fn committed_cfg_files_are_what_the_registry_generates() {
+    let entry = dedup();
+    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    for variant in entry.variants() {
+        let file = cfg_file_name(entry, variant);
+        let committed = std::fs::read_to_string(specs.join(&file)).expect("a committed .cfg");
+        assert_eq!(
+            committed,
+            cfg_text(entry, variant, &default_params(entry)),
+            "specs/{file}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_parameters_are_refused_with_the_accepted_range() {
+    let error = resolve_params(dedup(), &["clients=9".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("clients") && error.contains("2..=4"),
+        "{error}"
+    );
+    let error = resolve_params(dedup(), &["servers=2".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("servers") && error.contains("crashes (1..=3"),
+        "{error}"
+    );
+}
+
+/// Runs the real TLC to completion on each variant and demands stateright's figures. A
+/// missing TLC fails here with the install command; it never skips.
+#[test]
+fn tlc_counts_the_same_states_as_stateright() {
+    let entry = dedup();
+    for variant in entry.variants() {
+        let report = entry.check(variant, &default_params(entry), &CheckOptions::default());
+        let cfg_file = cfg_file_name(entry, variant);
+        let job = TlcJob {
+            files: vec![
+                ("Dedup.tla".to_string(), entry.spec_source().to_string()),
+                (
+                    cfg_file.clone(),
+                    cfg_text(entry, variant, &default_params(entry)),
+                ),
+            ],
+            module_file: "Dedup.tla".to_string(),
+            cfg_file,
+            keep_going: true,
+            workers: 1,
+        };
+        let run = tlc::run(&job).unwrap_or_else(|error| panic!("TLC on {}: {error}", variant.name));
+        assert_eq!(
+            (run.states_distinct, run.states_generated),
+            (
+                report.states_distinct as u64,
+                report.states_generated as u64
+            ),
+            "dedup {}: TLC (distinct, generated) against stateright",
+            variant.name
+        );
+    }
+}
