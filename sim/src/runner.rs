@@ -325,3 +325,76 @@ pub fn check_determinism(
         }),
     }
 }
+
+impl Outcome {
+    /// What a failing seed prints: seed, variant, fault mix, each violated oracle, and
+    /// the one command that replays it.
+    pub fn failure_report(&self, scenario: &str) -> String {
+        let mut report = format!(
+            "FAILED seed={} variant={} faults={} simulated={:.3}s events={} trace={}\n",
+            self.seed,
+            self.variant,
+            self.config.fault_mix(),
+            self.simulated.as_secs_f64(),
+            self.event_count,
+            self.trace_hash
+        );
+        for violation in &self.violations {
+            let kind = if violation.liveness {
+                "liveness"
+            } else {
+                "safety"
+            };
+            report.push_str(&format!(
+                "  {kind} oracle {}: {}\n",
+                violation.oracle, violation.detail
+            ));
+        }
+        report.push_str(&format!("  config: {}\n", self.config));
+        report.push_str(&format!("  replay: {}\n", self.replay_command(scenario)));
+        report
+    }
+}
+
+/// The fixed base seed of CI batches, so every `cargo test` runs the same seeds.
+pub const CI_BASE_SEED: u64 = 20_261_203;
+
+/// Seeds per CI batch: `default`, or `CROSSCHECK_SIM_SEEDS` when set (to run more).
+/// A malformed value is refused loudly rather than silently running the default.
+pub fn ci_seed_count(default: u64) -> u64 {
+    match std::env::var("CROSSCHECK_SIM_SEEDS") {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            panic!("CROSSCHECK_SIM_SEEDS={text:?}: expected a whole number of seeds, like 5000")
+        }),
+        Err(_) => default,
+    }
+}
+
+/// Runs seeds from `first_seed` upward, in rounds of `jobs * 8`, until one fails or
+/// `seed_limit` seeds have run; returns how many ran and the first failure.
+pub fn hunt_first_failure(
+    scenario: &dyn Scenario,
+    variant: &str,
+    first_seed: u64,
+    seed_limit: u64,
+    jobs: usize,
+) -> (u64, Option<Outcome>) {
+    let round = (jobs as u64 * 8).max(1);
+    let mut seeds_run = 0;
+    while seeds_run < seed_limit {
+        let count = round.min(seed_limit - seeds_run);
+        let outcomes = run_batch(
+            scenario,
+            variant,
+            first_seed + seeds_run,
+            count,
+            jobs,
+            &|_| {},
+        );
+        if let Some(failure) = outcomes.into_iter().find(|outcome| !outcome.passed()) {
+            return (failure.seed - first_seed + 1, Some(failure));
+        }
+        seeds_run += count;
+    }
+    (seeds_run, None)
+}
