@@ -162,7 +162,8 @@ NoDuplicateUploadUnderLease == \A k \in Chunks : lease[k] \in Clients => puts[k]
 \* Liveness. Every behaviour reaches a state without successors (each step
 \* spends a crash or moves one client forward), so this holds exactly when
 \* every such state has every client committed: stateright checks it that way.
-EveryClientCommits == <>(\A c \in Clients : pc[c] = "done")
+EveryClientCommitsGoal == \A c \in Clients : pc[c] = "done"
+EveryClientCommits == <>EveryClientCommitsGoal
 
 -----------------------------------------------------------------------------
 (* Witnesses: states that must be reachable (stateright's `sometimes`).    *)

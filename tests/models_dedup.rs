@@ -4,7 +4,7 @@
 //! A change to the model's state space or to the naive counterexample shows up here first;
 //! update a pinned figure only after checking that TLC agrees with it.
 
-use model::tlc::{self, TlcJob};
+use model::crosscheck::cross_check;
 use model::{
     CheckOptions, CheckReport, Finding, ModelEntry, Status, TraceStep, cfg_file_name, cfg_text,
     default_params, find_model, find_variant, resolve_params,
@@ -170,36 +170,40 @@ fn out_of_range_parameters_are_refused_with_the_accepted_range() {
     );
 }
 
-/// Runs the real TLC to completion on each variant and demands stateright's figures. A
-/// missing TLC fails here with the install command; it never skips.
+/// The real TLC, on each variant: the same distinct states and states generated as
+/// stateright, and every stateright trace (violation or witness) replayed by TLC as a
+/// behaviour of the spec's `Next` that ends with the same finding. A missing TLC fails here
+/// with the install command; it never skips.
 #[test]
-fn tlc_counts_the_same_states_as_stateright() {
-    let entry = dedup();
-    for variant in entry.variants() {
-        let report = entry.check(variant, &default_params(entry), &CheckOptions::default());
-        let cfg_file = cfg_file_name(entry, variant);
-        let job = TlcJob {
-            files: vec![
-                ("Dedup.tla".to_string(), entry.spec_source().to_string()),
-                (
-                    cfg_file.clone(),
-                    cfg_text(entry, variant, &default_params(entry)),
-                ),
-            ],
-            module_file: "Dedup.tla".to_string(),
-            cfg_file,
-            keep_going: true,
-            workers: 1,
-        };
-        let run = tlc::run(&job).unwrap_or_else(|error| panic!("TLC on {}: {error}", variant.name));
+fn tlc_agrees_with_stateright_on_counts_and_every_trace() {
+    for variant in ["naive", "optimistic", "pessimistic"] {
+        let cross = cross_check("dedup", variant).unwrap_or_else(|error| panic!("{error}"));
+        assert!(cross.counts.agree(), "dedup {variant}: {:?}", cross.counts);
+        let expected_traces = cross
+            .report
+            .properties
+            .iter()
+            .filter(|outcome| matches!(outcome.status, Status::Violated | Status::Reached))
+            .count();
         assert_eq!(
-            (run.states_distinct, run.states_generated),
-            (
-                report.states_distinct as u64,
-                report.states_generated as u64
-            ),
-            "dedup {}: TLC (distinct, generated) against stateright",
-            variant.name
+            cross.traces.len(),
+            expected_traces,
+            "dedup {variant}: traces replayed"
         );
+        for trace in &cross.traces {
+            assert!(
+                trace.confirmed,
+                "dedup {variant} {}: TLC said {}",
+                trace.property, trace.tlc_said
+            );
+        }
+        if variant == "naive" {
+            assert!(
+                cross
+                    .traces
+                    .iter()
+                    .any(|trace| trace.property == "NoCommittedChunkLost")
+            );
+        }
     }
 }
