@@ -1,0 +1,449 @@
+//! The backup commands as a user runs them: the real `crosscheck` binary on
+//! real directories, its `--json` output parsed, its exit codes checked.
+//!
+//! The one idea: every test compares what comes back out of the repository
+//! with what went in, byte for byte, through the same digest of a whole tree
+//! ([`tree_digest`]) — a restore that "succeeds" but differs is a failure.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// What a tree holds, path by path: a file's SHA-256 and mode bits, a
+/// symlink's target, or a directory.
+type TreeDigest = BTreeMap<String, String>;
+
+fn crosscheck(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crosscheck"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// Runs a command that must succeed and print JSON; returns the JSON.
+fn json_ok(args: &[&std::ffi::OsStr]) -> Value {
+    let output = crosscheck(args);
+    assert!(
+        output.status.success(),
+        "expected {args:?} to succeed; exit {:?}, stderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{args:?} printed no JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn backup(source: &Path, repo: &Path) -> Value {
+    json_ok(&[
+        "backup".as_ref(),
+        source.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ])
+}
+
+fn restore(snapshot: &str, target: &Path, repo: &Path) -> Output {
+    crosscheck(&[
+        "restore".as_ref(),
+        snapshot.as_ref(),
+        target.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ])
+}
+
+fn fsck(repo: &Path) -> (Option<i32>, Value) {
+    let output = crosscheck(&[
+        "fsck".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "fsck printed no JSON ({error}); stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// Writes `files` files of random sizes up to `size_max_bytes` (some empty)
+/// in a few nested directories, plus one symlink.
+fn write_tree(root: &Path, rng: &mut ChaCha8Rng, files: usize, size_max_bytes: usize) {
+    for index in 0..files {
+        let dir = root.join(format!("d{}/e{}", index % 3, index % 2));
+        fs::create_dir_all(&dir).unwrap();
+        let size_bytes = if index % 7 == 0 {
+            0
+        } else {
+            rng.random_range(1..=size_max_bytes)
+        };
+        let mut bytes = vec![0u8; size_bytes];
+        rng.fill_bytes(&mut bytes);
+        fs::write(dir.join(format!("f{index}.bin")), bytes).unwrap();
+    }
+    std::os::unix::fs::symlink("d0/e0/f0.bin", root.join("link-to-f0")).unwrap();
+}
+
+fn tree_digest(root: &Path) -> TreeDigest {
+    let mut digest = TreeDigest::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let metadata = fs::symlink_metadata(&path).unwrap();
+            let value = if metadata.file_type().is_fifo() {
+                "fifo".to_string()
+            } else if metadata.is_symlink() {
+                format!("symlink -> {}", fs::read_link(&path).unwrap().display())
+            } else if metadata.is_dir() {
+                pending.push(path);
+                "dir".to_string()
+            } else {
+                let mode = metadata.permissions().mode() & 0o777;
+                format!(
+                    "file {:o} {}",
+                    mode,
+                    hex::encode(Sha256::digest(fs::read(&path).unwrap()))
+                )
+            };
+            digest.insert(relative, value);
+        }
+    }
+    digest
+}
+
+fn snapshot_id(report: &Value) -> String {
+    report["snapshot_id"]
+        .as_str()
+        .expect("backup JSON has snapshot_id")
+        .to_string()
+}
+
+#[test]
+fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    write_tree(&source, &mut rng, 24, 300_000);
+    fs::set_permissions(
+        source.join("d1/e1/f1.bin"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let fifo = std::ffi::CString::new(source.join("a-fifo").into_os_string().into_encoded_bytes());
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.unwrap().as_ptr(), 0o644) }, 0);
+
+    let first = backup(&source, &repo);
+    assert_eq!(first["files"], 24, "{first}");
+    assert_eq!(first["symlinks"], 1, "{first}");
+    assert!(first["new_chunks"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(
+        first["new_chunks"], first["chunks"],
+        "a fresh repo stores every chunk: {first}"
+    );
+    let skipped = first["skipped"].as_array().unwrap();
+    assert_eq!(
+        skipped.len(),
+        1,
+        "the fifo, and only it, is reported skipped: {first}"
+    );
+    assert_eq!(skipped[0]["path"], "a-fifo");
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("special file"),
+        "{first}"
+    );
+
+    let again = backup(&source, &repo);
+    assert_eq!(
+        again["new_chunks"], 0,
+        "an unchanged tree must store nothing new: {again}"
+    );
+    assert_eq!(again["new_bytes"], 0, "{again}");
+    assert_eq!(again["bytes_read"], first["bytes_read"], "{again}");
+
+    let id = snapshot_id(&first);
+    let target = scratch.path().join("restored");
+    let output = restore(&id[..8], &target, &repo);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(restored["snapshot_id"], id.as_str());
+    let mut expected = tree_digest(&source);
+    assert_eq!(expected.remove("a-fifo").as_deref(), Some("fifo"));
+    assert_eq!(tree_digest(&target), expected);
+
+    let listed = json_ok(&[
+        "snapshots".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert!(
+        ids.contains(&id.as_str()) && ids.contains(&snapshot_id(&again).as_str()),
+        "{listed}"
+    );
+    let (code, report) = fsck(&repo);
+    assert_eq!(
+        code,
+        Some(0),
+        "a healthy repository must pass fsck: {report}"
+    );
+    assert_eq!(report["clean"], true, "{report}");
+}
+
+#[test]
+fn restore_of_an_unknown_or_ambiguous_snapshot_is_a_usage_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    write_tree(&source, &mut ChaCha8Rng::seed_from_u64(12), 3, 1000);
+    backup(&source, &repo);
+    let output = restore("zzzz", &scratch.path().join("t"), &repo);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no snapshot matches"));
+    let output = restore(
+        "x",
+        &scratch.path().join("t"),
+        &scratch.path().join("no-repo"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expected a repository directory"));
+}
+
+/// Pack files of the repository, by path.
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    let mut packs = Vec::new();
+    for shard in fs::read_dir(repo.join("data")).unwrap() {
+        for pack in fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = pack.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "pack") {
+                packs.push(path);
+            }
+        }
+    }
+    packs.sort();
+    packs
+}
+
+/// Backs up four distinct trees, one pack each; returns (snapshot, source, pack).
+fn four_snapshots(scratch: &Path, repo: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut snapshots = Vec::new();
+    for index in 0..4 {
+        let source = scratch.join(format!("source-{index}"));
+        write_tree(&source, &mut rng, 6, 200_000);
+        let before = if repo.exists() {
+            pack_files(repo)
+        } else {
+            Vec::new()
+        };
+        let id = snapshot_id(&backup(&source, repo));
+        let new_packs: Vec<PathBuf> = pack_files(repo)
+            .into_iter()
+            .filter(|pack| !before.contains(pack))
+            .collect();
+        assert_eq!(
+            new_packs.len(),
+            1,
+            "each small backup writes one pack: {new_packs:?}"
+        );
+        snapshots.push((id, source, new_packs[0].clone()));
+    }
+    snapshots
+}
+
+#[test]
+fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_restore() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let snapshots = four_snapshots(scratch.path(), &repo);
+    // The last bytes of a pack are its last chunk's data (the header leads).
+    let mut bytes = fs::read(&snapshots[0].2).unwrap();
+    let last_index = bytes.len() - 1;
+    bytes[last_index] ^= 0x01;
+    fs::write(&snapshots[0].2, &bytes).unwrap();
+    let length = fs::metadata(&snapshots[1].2).unwrap().len();
+    fs::File::options()
+        .write(true)
+        .open(&snapshots[1].2)
+        .unwrap()
+        .set_len(length - 100)
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&snapshots[2].2)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+
+    let (code, report) = fsck(&repo);
+    assert_eq!(code, Some(1), "damage must exit 1: {report}");
+    assert_eq!(report["clean"], false);
+    let damaged: Vec<&str> = report["damaged_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = snapshots[..3]
+        .iter()
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        damaged, expected,
+        "exactly the three damaged snapshots: {report}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("HashMismatch"),
+        "the flipped bit is a hash mismatch: {text}"
+    );
+    assert!(
+        text.contains("Truncated"),
+        "the cut pack is a truncation: {text}"
+    );
+    assert!(
+        text.contains("ZeroLength"),
+        "the emptied pack is zero-length: {text}"
+    );
+
+    for (id, source, _) in &snapshots[..3] {
+        let file = report["damaged_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|file| file["snapshot"] == id.as_str())
+            .unwrap_or_else(|| panic!("no damaged file named for {id}: {report}"));
+        let (path, chunk) = (
+            file["path"].as_str().unwrap(),
+            file["chunk"].as_str().unwrap(),
+        );
+        assert!(
+            source.join(path).is_file(),
+            "{path} is a file of the damaged tree"
+        );
+        let output = restore(id, &scratch.path().join(format!("bad-{id}")), &repo);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(chunk),
+            "restore names the bad chunk {chunk}: {stderr}"
+        );
+    }
+    let (id, source, _) = &snapshots[3];
+    let target = scratch.path().join("intact");
+    let output = restore(id, &target, &repo);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(tree_digest(&target), tree_digest(source));
+}
+
+/// Writes `manifest` as a snapshot of its own (named by its SHA-256, as the
+/// repository names manifests) and returns its id. The text is edited in
+/// place, as an attacker would, so its field order stays the repository's.
+fn plant_manifest(repo: &Path, manifest: &str) -> String {
+    let id = hex::encode(Sha256::digest(manifest.as_bytes()));
+    fs::write(repo.join(format!("snapshots/{id}.json")), manifest).unwrap();
+    id
+}
+
+#[test]
+fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    write_tree(&source, &mut ChaCha8Rng::seed_from_u64(31), 4, 5000);
+    let id = snapshot_id(&backup(&source, &repo));
+    let original = fs::read_to_string(repo.join(format!("snapshots/{id}.json"))).unwrap();
+    let good_path = r#""path":"d0/e0/f0.bin""#;
+    assert!(original.contains(good_path), "{original}");
+    let outside = scratch.path().join("outside");
+    let absolute = scratch.path().join("absolute-x").display().to_string();
+    let cases = [
+        ("dot-dot", "d0/../../escaped-x".to_string()),
+        ("absolute", absolute.clone()),
+        ("symlink", "ln/x".to_string()),
+    ];
+    let mut planted = Vec::new();
+    for (case, bad_path) in &cases {
+        let mut manifest = original.replace(good_path, &format!(r#""path":"{bad_path}""#));
+        if *case == "symlink" {
+            let link = format!(
+                r#"{{"path":"ln","mode":511,"kind":"symlink","target":"{}"}},"#,
+                outside.display()
+            );
+            manifest = manifest.replace(r#""entries":["#, &format!(r#""entries":[{link}"#));
+        }
+        let bad_id = plant_manifest(&repo, &manifest);
+        planted.push(bad_id.clone());
+        let target = scratch.path().join(format!("target-{case}"));
+        let output = restore(&bad_id, &target, &repo);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+        assert!(
+            stderr.contains("refused before writing anything"),
+            "{case}: {stderr}"
+        );
+        assert!(
+            stderr.contains(bad_path.as_str()),
+            "{case}: the error names the path: {stderr}"
+        );
+        let written = target.exists() && fs::read_dir(&target).unwrap().next().is_some();
+        assert!(!written, "{case}: nothing may be written into the target");
+    }
+    assert!(!scratch.path().join("escaped-x").exists() && !Path::new(&absolute).exists());
+    assert!(!outside.exists(), "nothing was written through the symlink");
+    let (code, report) = fsck(&repo);
+    assert_eq!(
+        code,
+        Some(1),
+        "fsck reports the planted manifests: {report}"
+    );
+    let mut damaged: Vec<String> = report["damaged_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    damaged.sort();
+    planted.sort();
+    assert_eq!(damaged, planted, "{report}");
+}
