@@ -34,6 +34,11 @@ pub trait Disk: Send + Sync {
     fn remove(&self, path: &str) -> io::Result<()>;
     /// True when `path` exists.
     fn exists(&self, path: &str) -> io::Result<bool>;
+    /// As [`Disk::write`], with the bytes given as consecutive parts (so a
+    /// pack need not be copied into one buffer first). The default joins them.
+    fn write_parts(&self, path: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.write(path, &parts.concat())
+    }
     /// Reads up to `length_bytes` of `path` from `offset_bytes`: fewer when
     /// the file ends first (so a caller can tell truncation from damage).
     /// The default reads the whole file; real disks override it.
@@ -56,8 +61,13 @@ pub trait Disk: Send + Sync {
 /// either its old contents or all of `bytes`: temp file, fsync, rename,
 /// directory fsync.
 pub fn write_atomic(disk: &dyn Disk, path: &str, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_parts(disk, path, &[bytes])
+}
+
+/// [`write_atomic`] with the bytes given as consecutive parts.
+pub fn write_atomic_parts(disk: &dyn Disk, path: &str, parts: &[&[u8]]) -> io::Result<()> {
     let temp_path = temp_path_for(path);
-    disk.write(&temp_path, bytes)?;
+    disk.write_parts(&temp_path, parts)?;
     disk.fsync(&temp_path)?;
     disk.rename(&temp_path, path)?;
     disk.fsync_dir(parent_dir(path))
@@ -139,6 +149,16 @@ impl Disk for RealDisk {
             create_dirs_durably(parent)?;
         }
         std::fs::write(full, bytes)
+    }
+
+    fn write_parts(&self, path: &str, parts: &[&[u8]]) -> io::Result<()> {
+        use std::io::Write;
+        let full = self.resolve(path)?;
+        if let Some(parent) = full.parent() {
+            create_dirs_durably(parent)?;
+        }
+        let mut file = std::fs::File::create(full)?;
+        parts.iter().try_for_each(|part| file.write_all(part))
     }
 
     fn fsync(&self, path: &str) -> io::Result<()> {

@@ -32,6 +32,8 @@ struct IndexState {
     leases: HashMap<Fingerprint, Lease>,
     segment_names: Vec<String>,
     segment_sequence_next: u64,
+    /// Recorded in memory, not yet in a segment (see [`Index::record_deferred`]).
+    pending: Vec<Fingerprint>,
 }
 
 /// One shard of the fingerprint index, durable on its own [`Disk`] under `dir`.
@@ -139,25 +141,44 @@ impl Index {
     /// Records fingerprints the store now holds durably, durably, and frees
     /// their leases. The caller must have the store's durable acknowledgement.
     pub fn record(&self, fingerprints: &[Fingerprint]) -> ServiceResult<()> {
+        self.record_deferred(fingerprints);
+        self.persist()
+    }
+
+    /// Records fingerprints the store holds durably in memory at once (later
+    /// queries see them) and on disk at the next [`Index::persist`]. Safe
+    /// because losing a record only makes a later backup upload the chunk
+    /// again, which the store turns into a counted duplicate; what must
+    /// never happen, claiming a chunk the store lacks, is ruled out by the
+    /// caller's ordering (store durable first), not by this write.
+    pub fn record_deferred(&self, fingerprints: &[Fingerprint]) {
         let mut state = self.state.lock().expect("index lock");
-        // Naive mode already "has" them in memory; the segment still makes
-        // them durable so a restart keeps the bug's consequences.
-        let mut bytes = Vec::with_capacity(fingerprints.len() * Fingerprint::SIZE_BYTES);
-        fingerprints
-            .iter()
-            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
-        if !bytes.is_empty() {
-            let name = format!("{:016}.seg", state.segment_sequence_next);
-            let path = disk::join(&self.dir, &name);
-            disk::write_atomic(self.disk.as_ref(), &path, &bytes)
-                .map_err(|error| ServiceError::storage(&path, &error))?;
-            state.segment_sequence_next += 1;
-            state.segment_names.push(name);
-        }
         for fingerprint in fingerprints {
             state.present.insert(*fingerprint);
             state.leases.remove(fingerprint);
         }
+        // Naive mode already "has" them in memory; the segment still makes
+        // them durable so a restart keeps the bug's consequences.
+        state.pending.extend_from_slice(fingerprints);
+    }
+
+    /// Writes every deferred record as one durable segment.
+    pub fn persist(&self) -> ServiceResult<()> {
+        let mut state = self.state.lock().expect("index lock");
+        let pending = std::mem::take(&mut state.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(pending.len() * Fingerprint::SIZE_BYTES);
+        pending
+            .iter()
+            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
+        let name = format!("{:016}.seg", state.segment_sequence_next);
+        let path = disk::join(&self.dir, &name);
+        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        state.segment_sequence_next += 1;
+        state.segment_names.push(name);
         if state.segment_names.len() > SEGMENT_COUNT_MAX {
             self.compact(&mut state)?;
         }

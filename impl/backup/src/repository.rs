@@ -7,7 +7,9 @@
 //! Crash safety is an ordering argument, the same at every step:
 //! 1. a pack is written to a temp name, fsynced, renamed, and its directory
 //!    fsynced before [`ChunkStore::put_batch`] returns;
-//! 2. only then do the index shards record its fingerprints (durably);
+//! 2. only then do the index shards record its fingerprints (in memory at
+//!    once, in a durable segment at the next commit: a lost record costs a
+//!    re-upload that the store absorbs as a duplicate, never a lost chunk);
 //! 3. a manifest is committed last, with `write_atomic`, after every chunk it
 //!    names was reported present or stored.
 //!
@@ -243,8 +245,10 @@ impl Repository {
                 by_shard[shard].push(*fingerprint);
             }
         }
+        // Deferred: one segment per shard per snapshot instead of per batch
+        // (each is two fsyncs); see Index::record_deferred for why it is safe.
         for (shard, fingerprints) in by_shard.iter().enumerate() {
-            self.shards[shard].record(fingerprints)?;
+            self.shards[shard].record_deferred(fingerprints);
         }
         Ok(outcome)
     }
@@ -296,7 +300,14 @@ impl Repository {
                 "it names chunk {missing}, which the store does not hold; upload it first"
             )));
         }
+        self.persist_index()?;
         self.manifests.commit(manifest)
+    }
+
+    /// Makes every deferred index record durable (done at each commit, and
+    /// on drop as a best effort).
+    pub fn persist_index(&self) -> ServiceResult<()> {
+        self.shards.iter().try_for_each(Index::persist)
     }
 
     fn list_now(&self) -> ServiceResult<Vec<SnapshotSummary>> {
@@ -316,6 +327,15 @@ impl Repository {
             .iter()
             .for_each(|shard| shard.add_to_bloom(&mut filter));
         filter
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // Best effort: a failure here only costs re-uploads later.
+        if let Err(error) = self.persist_index() {
+            tracing::warn!(%error, "index records not persisted at close; later backups re-upload");
+        }
     }
 }
 

@@ -155,8 +155,11 @@ impl ChunkStore {
         if new_chunks.is_empty() {
             return Ok(outcome);
         }
-        let (pack_path, pack_bytes, entries) = encode_pack(&new_chunks);
-        disk::write_atomic(self.disk.as_ref(), &pack_path, &pack_bytes)
+        let (pack_path, header, entries) = encode_pack_header(&new_chunks);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(new_chunks.len() + 1);
+        parts.push(&header);
+        parts.extend(new_chunks.iter().map(|(_, bytes)| bytes.as_slice()));
+        disk::write_atomic_parts(self.disk.as_ref(), &pack_path, &parts)
             .map_err(|error| ServiceError::storage(&pack_path, &error))?;
         // Durable now: only from here may anyone learn these chunks exist.
         let mut state = self.state.lock().expect("store lock");
@@ -372,13 +375,13 @@ fn parse_pack_header(
     Ok(entries)
 }
 
-/// Builds a pack: (disk path, bytes, entries with absolute offsets).
-fn encode_pack(
+/// Builds a pack's header: (disk path, header bytes, entries with absolute
+/// offsets). The chunks' bytes follow the header in the given order.
+fn encode_pack_header(
     chunks: &[&(Fingerprint, Vec<u8>)],
 ) -> (String, Vec<u8>, Vec<(Fingerprint, u64, u32)>) {
     let header_size_bytes = PACK_PREAMBLE_BYTES + chunks.len() * PACK_ENTRY_BYTES;
-    let data_size_bytes: usize = chunks.iter().map(|(_, bytes)| bytes.len()).sum();
-    let mut pack_bytes = Vec::with_capacity(header_size_bytes + data_size_bytes);
+    let mut pack_bytes = Vec::with_capacity(header_size_bytes);
     pack_bytes.extend_from_slice(PACK_MAGIC);
     pack_bytes.extend_from_slice(
         &u32::try_from(chunks.len())
@@ -396,9 +399,6 @@ fn encode_pack(
     }
     assert_eq!(pack_bytes.len(), header_size_bytes);
     let pack_id = Fingerprint::of(&pack_bytes).to_hex();
-    for (_, bytes) in chunks {
-        pack_bytes.extend_from_slice(bytes);
-    }
     let pack_path = format!("{DATA_DIR}/{}/{pack_id}.pack", &pack_id[..2]);
     (pack_path, pack_bytes, entries)
 }
