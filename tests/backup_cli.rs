@@ -447,3 +447,168 @@ fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
     planted.sort();
     assert_eq!(damaged, planted, "{report}");
 }
+
+/// Rewrites `count` randomly chosen files of `source` with fresh random
+/// bytes and adds one new file, so the next backup has new chunks to write.
+fn mutate_tree(source: &Path, rng: &mut ChaCha8Rng, round: usize, count: usize) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut pending = vec![source.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let metadata = fs::symlink_metadata(&path).unwrap();
+            if metadata.is_dir() {
+                pending.push(path);
+            } else if metadata.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for _ in 0..count {
+        let path = &files[rng.random_range(0..files.len())];
+        let mut bytes = vec![0u8; rng.random_range(1..=4 << 20)];
+        rng.fill_bytes(&mut bytes);
+        fs::write(path, bytes).unwrap();
+    }
+    let mut bytes = vec![0u8; 4 << 20];
+    rng.fill_bytes(&mut bytes);
+    fs::write(source.join(format!("d0/new-{round}.bin")), bytes).unwrap();
+}
+
+fn listed_ids(repo: &Path) -> Vec<String> {
+    let listed = json_ok(&[
+        "snapshots".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every known snapshot restores byte-identical, and fsck finds no damage
+/// (leftovers allowed). Returns fsck's (temp files, unreferenced chunks).
+fn check_repository(
+    repo: &Path,
+    known: &BTreeMap<String, TreeDigest>,
+    scratch: &Path,
+) -> (usize, u64) {
+    for (index, (id, digest)) in known.iter().enumerate() {
+        let target = scratch.join(format!("check-{index}"));
+        let output = restore(id, &target, repo);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "snapshot {id} must still restore: {stderr}"
+        );
+        assert!(
+            tree_digest(&target) == *digest,
+            "snapshot {id} restored different bytes"
+        );
+        fs::remove_dir_all(&target).unwrap();
+    }
+    let (code, report) = fsck(repo);
+    assert_eq!(
+        code,
+        Some(0),
+        "fsck may report only leftovers after a kill: {report}"
+    );
+    let temp_files = report["temp_files"].as_array().unwrap().len();
+    (temp_files, report["unreferenced_chunks"].as_u64().unwrap())
+}
+
+/// The seed of the kill test: `CROSSCHECK_KILL_SEED` replays a run; by
+/// default each run draws new kill points (the seed is printed).
+fn kill_seed() -> u64 {
+    match std::env::var("CROSSCHECK_KILL_SEED") {
+        Ok(text) => text
+            .parse()
+            .expect("CROSSCHECK_KILL_SEED must be an unsigned integer"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    }
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_every_earlier_snapshot_restorable() {
+    const ROUNDS: usize = 6;
+    let seed = kill_seed();
+    println!(
+        "kill -9 test: seed={seed}; replay with CROSSCHECK_KILL_SEED={seed} \
+         cargo test -p crosscheck --test backup_cli kill_9 -- --nocapture"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    write_tree(&source, &mut rng, 14, 6 << 20);
+    let started = std::time::Instant::now();
+    let first = backup(&source, &repo);
+    let full_backup_ms = started.elapsed().as_millis() as u64;
+    let mut known = BTreeMap::from([(snapshot_id(&first), tree_digest(&source))]);
+    println!(
+        "first backup: {} bytes in {full_backup_ms} ms",
+        first["bytes_read"]
+    );
+
+    for round in 0..ROUNDS {
+        mutate_tree(&source, &mut rng, round, 6);
+        let digest = tree_digest(&source);
+        let kill_after_ms = rng.random_range(0..=full_backup_ms + full_backup_ms / 10);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crosscheck"))
+            .args([
+                "backup".as_ref(),
+                source.as_os_str(),
+                "--repo".as_ref(),
+                repo.as_os_str(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(kill_after_ms));
+        let finished_first = child.try_wait().unwrap().is_some();
+        child.kill().ok(); // SIGKILL, as kill -9.
+        let status = child.wait().unwrap();
+        let new_ids: Vec<String> = listed_ids(&repo)
+            .into_iter()
+            .filter(|id| !known.contains_key(id))
+            .collect();
+        assert!(new_ids.len() <= 1, "one killed backup made {new_ids:?}");
+        assert!(
+            !finished_first || status.success(),
+            "an unkilled backup failed: {status}"
+        );
+        if let Some(id) = new_ids.first() {
+            known.insert(id.clone(), digest);
+        }
+        let (temp_files, unreferenced) = check_repository(&repo, &known, scratch.path());
+        println!(
+            "round {round}: SIGKILL after {kill_after_ms} ms; committed: {}; leftovers: \
+             {temp_files} temp files, {unreferenced} unreferenced chunks",
+            !new_ids.is_empty()
+        );
+    }
+    let last = backup(&source, &repo);
+    known.insert(snapshot_id(&last), tree_digest(&source));
+    check_repository(&repo, &known, scratch.path());
+    let cleaned = json_ok(&[
+        "fsck".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--cleanup".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let (code, after) = fsck(&repo);
+    assert_eq!(code, Some(0), "{after}");
+    assert!(
+        after["temp_files"].as_array().unwrap().is_empty(),
+        "cleanup removed them: {cleaned} {after}"
+    );
+}
