@@ -296,3 +296,76 @@ impl Drop for ParallelStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{MemoryEntry, MemorySource};
+
+    fn describe(stream: &mut dyn EventStream) -> Vec<String> {
+        let mut described = Vec::new();
+        while let Some(event) = stream.next_event() {
+            described.push(match event {
+                SourceEvent::Entry(entry) => format!("entry {} {:?}", entry.path, entry.kind),
+                SourceEvent::FileStart(entry) => format!("start {}", entry.path),
+                SourceEvent::Chunk { fingerprint, bytes } => {
+                    assert_eq!(Fingerprint::of(&bytes), fingerprint);
+                    format!("chunk {fingerprint} {}", bytes.len())
+                }
+                SourceEvent::FileEnd => "end".to_string(),
+                SourceEvent::FileFailed { reason } => format!("failed {reason}"),
+            });
+        }
+        described
+    }
+
+    /// Reordering after parallel hashing must give exactly the inline order,
+    /// even with a credit pool far smaller than the number of chunks.
+    #[test]
+    fn parallel_stream_equals_inline_stream() {
+        let mut tree = MemorySource::new();
+        tree.insert("d", 0o755, MemoryEntry::Directory);
+        for index in 0..20_u8 {
+            let bytes: Vec<u8> = (0..(index as usize * 37_000))
+                .map(|i| (i * 7 % 251) as u8 ^ index)
+                .collect();
+            tree.insert(&format!("d/f{index:02}"), 0o644, MemoryEntry::File(bytes));
+        }
+        tree.insert("d/link", 0o777, MemoryEntry::Symlink("f01".to_string()));
+        let source: Arc<dyn Source> = Arc::new(tree);
+        let entries = source.list().unwrap();
+        let config = ChunkerConfig::with_average(4096);
+        let inline = describe(&mut *start(
+            Pipeline::Inline,
+            source.clone(),
+            entries.clone(),
+            config,
+        ));
+        let parallel = Pipeline::Parallel {
+            hasher_threads: 3,
+            in_flight_bytes_max: 1,
+        };
+        let parallel = describe(&mut *start(parallel, source, entries, config));
+        assert!(inline.len() > 200, "{} events", inline.len());
+        assert_eq!(parallel, inline);
+    }
+
+    /// Dropping a stream midway must stop and join its threads, not hang.
+    #[test]
+    fn dropping_a_parallel_stream_early_stops_its_threads() {
+        let mut tree = MemorySource::new();
+        tree.insert("big", 0o644, MemoryEntry::File(vec![7; 8 << 20]));
+        let source: Arc<dyn Source> = Arc::new(tree);
+        let entries = source.list().unwrap();
+        let parallel = Pipeline::Parallel {
+            hasher_threads: 2,
+            in_flight_bytes_max: 1,
+        };
+        let mut stream = start(parallel, source, entries, ChunkerConfig::with_average(4096));
+        assert!(matches!(
+            stream.next_event(),
+            Some(SourceEvent::FileStart(_))
+        ));
+        drop(stream);
+    }
+}
