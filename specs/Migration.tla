@@ -32,6 +32,10 @@ Absent == [val |-> NoValue, ver |-> 0]
 Backfiller == 0   \* the src of a backfill copy; writers are 1..NumWriters
 WritePhases == {"DualWrite", "Backfill", "Verify"}
 Busy == {"WroteX", "SentY"}
+\* Every message that could be in flight. Next draws DeliverY's argument from this
+\* constant set rather than from inflightY so that TLC names DeliverY in its traces
+\* (it names a step after the enclosing \E when the set depends on the state).
+Messages == [src : 0..NumWriters, key : Keys, val : 0..NumValues, ver : 0..(NumWriters + 1)]
 
 VARIABLES phase, x, y, writer, inflightY, backfilled
 vars == <<phase, x, y, writer, inflightY, backfilled>>
@@ -64,7 +68,9 @@ AllQuiet == inflightY = {} /\ \A w \in Writers : writer[w].pc \notin Busy
 StaleKeys == {k \in Keys : Quiet(k) /\ x[k].ver > y[k].ver}
 StoresAgree == \A k \in Keys : IF Fixed THEN x[k] = y[k] ELSE x[k].val = y[k].val
 
-StartOp(w, k, v) ==
+\* WriteX and DeleteX spell out the same step (rather than share an operator) so that
+\* TLC's traces name them; v = NoValue is a delete.
+WriteX(w, k, v) ==
     /\ phase \in WritePhases
     /\ writer[w].pc = "Idle"
     /\ x' = [x EXCEPT ![k] = XEntry(k, v)]
@@ -72,9 +78,13 @@ StartOp(w, k, v) ==
                     [pc |-> "WroteX", key |-> k, val |-> v, ver |-> XEntry(k, v).ver]]
     /\ UNCHANGED <<phase, y, inflightY, backfilled>>
 
-WriteX(w, k, v) == StartOp(w, k, v)
-
-DeleteX(w, k) == StartOp(w, k, NoValue)
+DeleteX(w, k) ==
+    /\ phase \in WritePhases
+    /\ writer[w].pc = "Idle"
+    /\ x' = [x EXCEPT ![k] = XEntry(k, NoValue)]
+    /\ writer' = [writer EXCEPT ![w] =
+                    [pc |-> "WroteX", key |-> k, val |-> NoValue, ver |-> XEntry(k, NoValue).ver]]
+    /\ UNCHANGED <<phase, y, inflightY, backfilled>>
 
 SendY(w) ==
     /\ writer[w].pc = "WroteX"
@@ -142,7 +152,7 @@ Next ==
     \/ \E w \in Writers, k \in Keys, v \in Values : WriteX(w, k, v)
     \/ \E w \in Writers, k \in Keys : DeleteX(w, k)
     \/ \E w \in Writers : WriteY(w) \/ DeleteY(w) \/ CrashWriter(w)
-    \/ \E m \in inflightY : DeliverY(m)
+    \/ \E m \in Messages : DeliverY(m)
     \/ \E k \in Keys : Backfill(k)
     \/ Verify \/ SwitchReads \/ StopWritingX \/ Finish
 

@@ -53,10 +53,15 @@ where
     }
     let first_paths: FirstPaths<M::State, M::Action> = Arc::default();
     let recorder = Arc::clone(&first_paths);
+    let finish_when = if options.stop_at_first_violation {
+        HasDiscoveries::AnyFailures
+    } else {
+        HasDiscoveries::AllOf(BTreeSet::from([NEVER_A_PROPERTY]))
+    };
     let mut builder = model
         .checker()
         .threads(options.threads)
-        .finish_when(HasDiscoveries::AllOf(BTreeSet::from([NEVER_A_PROPERTY])));
+        .finish_when(finish_when);
     if options.traces {
         builder = builder.visitor(FirstPathRecorder(recorder));
     }
@@ -73,7 +78,7 @@ where
             let trace = first_paths
                 .remove(spec.name)
                 .map(|path| render_path(model, spec_source, path));
-            if options.traces {
+            if options.traces && !options.stop_at_first_violation {
                 assert_eq!(
                     trace.is_some(),
                     discovered.contains_key(spec.name),

@@ -26,6 +26,7 @@
 //! Committed `.cfg` files (one per variant, at the CI parameters = the defaults) are what
 //! [`cfg_text`] generates; a test keeps them equal.
 
+pub mod bench;
 pub mod check;
 pub mod crosscheck;
 pub mod dedup;
@@ -214,6 +215,9 @@ pub struct CheckOptions {
     /// Record a shortest trace per property (costs a path rebuild per visited state; the
     /// benchmark turns it off).
     pub traces: bool,
+    /// Stop at the first safety or liveness violation, as TLC does, instead of running to
+    /// completion: the benchmark's "time to a verdict". Counts are then partial.
+    pub stop_at_first_violation: bool,
 }
 
 impl Default for CheckOptions {
@@ -221,6 +225,7 @@ impl Default for CheckOptions {
         CheckOptions {
             threads: 1,
             traces: true,
+            stop_at_first_violation: false,
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct TlcJob {
     /// exits 0 whatever it found, so the verdict comes from the messages).
     pub keep_going: bool,
     pub workers: usize,
+    /// JVM settings for a run of a few seconds (serial GC, no optimising JIT: start-up
+    /// dominates); `false` for long runs such as the benchmark's.
+    pub quick_start: bool,
 }
 
 /// The jar: `CROSSCHECK_TLA2TOOLS` if set, else where `scripts/setup` installs it.
@@ -136,9 +139,14 @@ pub fn run(job: &TlcJob) -> Result<TlcRun, TlcError> {
         })?;
     }
     let mut command = Command::new(java);
+    let jvm_flags: &[&str] = if job.quick_start {
+        &["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+    } else {
+        &["-XX:+UseParallelGC"]
+    };
     command
         .current_dir(scratch.path())
-        .arg("-XX:+UseParallelGC")
+        .args(jvm_flags)
         .arg("-cp")
         .arg(&jar)
         .args([
