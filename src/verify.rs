@@ -35,9 +35,7 @@ pub struct Row {
 type AreaCheck = fn() -> anyhow::Result<Vec<Row>>;
 
 /// The areas in the order they run: cheapest and most basic first.
-const AREAS: &[(&str, AreaCheck)] = &[
-    ("backup", crate::cli_backup::verify_rows),
-];
+const AREAS: &[(&str, AreaCheck)] = &[("backup", crate::cli_backup::verify_rows)];
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
@@ -55,7 +53,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
                 detail: format!("{error:#}"),
             }),
         }
-        eprintln!("verify: {area} done in {:.1} s", area_started.elapsed().as_secs_f64());
+        eprintln!(
+            "verify: {area} done in {:.1} s",
+            area_started.elapsed().as_secs_f64()
+        );
     }
     let failed = rows.iter().filter(|row| !row.passed).count();
     if args.json {
@@ -70,17 +71,38 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(if failed == 0 { Verdict::Holds } else { Verdict::SafetyViolation })
+    Ok(if failed == 0 {
+        Verdict::Holds
+    } else {
+        Verdict::SafetyViolation
+    })
 }
 
 fn area_names() -> String {
-    AREAS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+    AREAS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_table(rows: &[Row]) {
-    let area_width = rows.iter().map(|row| row.area.len()).max().unwrap_or(4).max(4);
-    let check_width = rows.iter().map(|row| row.check.len()).max().unwrap_or(5).max(5);
-    println!("{:<area_width$}  {:<check_width$}  {:<6}  detail", "area", "check", "result");
+    let area_width = rows
+        .iter()
+        .map(|row| row.area.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let check_width = rows
+        .iter()
+        .map(|row| row.check.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<area_width$}  {:<check_width$}  {:<6}  detail",
+        "area", "check", "result"
+    );
     for row in rows {
         let result = if row.passed { "ok" } else { "FAILED" };
         println!(
