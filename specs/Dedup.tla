@@ -159,9 +159,10 @@ NoCommittedChunkLost == AnyCommitted => ~\E k \in Chunks : Lost(k)
 \* Vacuous in the lease-free variants, whose leases stay Free.
 NoDuplicateUploadUnderLease == \A k \in Chunks : lease[k] \in Clients => puts[k] <= 1
 
-\* Liveness. Every behaviour reaches a state without successors (each step
-\* spends a crash or moves one client forward), so this holds exactly when
-\* every such state has every client committed: stateright checks it that way.
+\* Liveness. Every behaviour reaches a state without successors (the state
+\* graph is acyclic: model/src/dedup.rs gives the measure every step raises),
+\* so this holds exactly when every such state has every client committed:
+\* stateright checks it that way.
 EveryClientCommitsGoal == \A c \in Clients : pc[c] = "done"
 EveryClientCommits == <>EveryClientCommitsGoal
 
