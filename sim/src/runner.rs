@@ -33,7 +33,7 @@ pub struct RunContext {
 /// A broken property, found by an oracle during or after a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Violation {
-    /// The oracle's short name, e.g. `restore-identical`.
+    /// The oracle's short name, e.g. `RestoresIdentical`.
     pub oracle: String,
     /// True for "something good never happened" (exit 3), false for safety (exit 1).
     pub liveness: bool,

@@ -25,8 +25,8 @@ pub enum Word {
     Record,
     /// A client commits a manifest.
     Commit,
-    /// A pessimistic client takes a lease on a fingerprint.
-    Lease,
+    /// A pessimistic index leases fingerprints to a client (the model's `Acquire`).
+    Acquire,
     /// A client finished one version of its backup.
     Done,
     /// A client gave up on an operation after its retries ran out.
@@ -44,6 +44,31 @@ pub enum Word {
     Check,
     /// An oracle found a violation: always the last event of a failing run.
     Violation,
+    // The migration scenario's words, as in `model::migration` and `Migration.tla`.
+    /// X applies a put and assigns its version (the first half of a dual write).
+    WriteX,
+    /// X applies a delete.
+    DeleteX,
+    /// Y applies a put on its own once X is no longer written.
+    WriteY,
+    /// Y applies a delete on its own once X is no longer written.
+    DeleteY,
+    /// Y receives the second half of a dual write.
+    DeliverY,
+    /// A writer stops between its X and Y writes; Y never hears of the write.
+    CrashWriter,
+    /// The coordinator copies a batch of X's entries into Y (or the phase begins).
+    Backfill,
+    /// A verify pass compares X with Y (and, if fixed, repairs Y).
+    Verify,
+    /// Reads move to Y.
+    SwitchReads,
+    /// Writers stop writing X; Y assigns versions from here.
+    StopWritingX,
+    /// The migration is done.
+    Finish,
+    /// A client reads a key.
+    Read,
 }
 
 impl fmt::Display for Word {

@@ -87,7 +87,11 @@ fn assert_caught(variant: &str, expected_oracles: &[&str]) {
 fn naive_index_is_caught_within_a_thousand_seeds() {
     assert_caught(
         "naive",
-        &["commit-durable", "restore-identical", "index-claims"],
+        &[
+            "CommittedRestorable",
+            "RestoresIdentical",
+            "IndexOnlyListsStored",
+        ],
     );
 }
 
@@ -95,7 +99,10 @@ fn naive_index_is_caught_within_a_thousand_seeds() {
 /// crash model (a power cut loses unsynced packs) can see it.
 #[test]
 fn store_acknowledging_before_fsync_is_caught_within_a_thousand_seeds() {
-    assert_caught("ack-before-fsync", &["restore-identical", "index-claims"]);
+    assert_caught(
+        "ack-before-fsync",
+        &["RestoresIdentical", "IndexOnlyListsStored"],
+    );
 }
 
 #[test]

@@ -108,7 +108,7 @@ struct ClientSetup {
     use_bloom: bool,
 }
 
-/// Checks `commit-durable` at the instant a commit is acknowledged.
+/// Checks `CommittedRestorable` at the instant a commit is acknowledged.
 struct CommitChecker {
     store_disks: Vec<SimDisk>,
     shard_disks: Vec<SimDisk>,
@@ -199,7 +199,7 @@ async fn check_commit(setup: &ClientSetup, service: &SimService, id: &SnapshotId
         }
     };
     let Ok(manifest) = view.manifests.get(id) else {
-        // Not durable (or damaged by the fault model): `restore-identical` judges it.
+        // Not durable (or damaged by the fault model): `RestoresIdentical` judges it.
         return;
     };
     let found = oracles::check_commit_durable(&manifest, service.client, &view, &setup.topology);
@@ -239,28 +239,7 @@ pub async fn run(
         mode: settings.mode,
         ..RepoConfig::default()
     };
-    let disk_faults = |is_store: bool| DiskFaults {
-        // Index segments carry no checksum; see the gap named in `start_servers`.
-        corruption_rate: if is_store {
-            config.disk.corruption_rate
-        } else {
-            0.0
-        },
-        fsync_ignored: is_store && settings.stores_ignore_fsync,
-        ..config.disk
-    };
-    let shards: Vec<ServerState> = (0..shape.index_shard_count)
-        .map(|i| {
-            let disk = SimDisk::new(seed ^ (0x1000 + i as u64), disk_faults(false));
-            ServerState::new(format!("index{i}"), address(1, i), disk)
-        })
-        .collect();
-    let stores: Vec<ServerState> = (0..shape.store_count)
-        .map(|i| {
-            let disk = SimDisk::new(seed ^ (0x2000 + i as u64), disk_faults(true));
-            ServerState::new(format!("store{i}"), address(2, i), disk)
-        })
-        .collect();
+    let (shards, stores) = make_servers(seed, shape, settings, &config.disk);
     let topology = Topology {
         index_shards: shards.iter().map(|s| s.address).collect(),
         stores: stores.iter().map(|s| s.address).collect(),
@@ -285,29 +264,21 @@ pub async fn run(
         shard_disks: shards.iter().map(|s| s.disk.clone()).collect(),
         mode: settings.mode,
     });
-    let mut client_rng = ChaCha8Rng::seed_from_u64(seed ^ CLIENT_STREAM);
-    let progress: Vec<Arc<Mutex<ClientProgress>>> = (0..shape.workload.client_count)
-        .map(|_| Arc::default())
-        .collect();
-    for (index, versions) in workload.versions.iter().enumerate() {
-        let setup = ClientSetup {
-            index,
-            name: format!("client{index}"),
-            address: address(3, index),
-            versions: Arc::new(versions.clone()),
-            progress: progress[index].clone(),
-            topology: topology.clone(),
-            repo: repo.clone(),
-            policy,
-            trace: trace.clone(),
-            observations: observations.clone(),
-            check_commits: check_commits.clone(),
-            use_bloom: client_rng.random_bool(0.5),
-        };
-        let detail = format!("address={} bloom={}", setup.address, setup.use_bloom);
-        trace.record(&setup.name, Word::Start, detail);
-        targets.push(start_client(&handle, setup));
-    }
+    let template = ClientSetup {
+        index: 0,
+        name: String::new(),
+        address: address(3, 0),
+        versions: Arc::new(Vec::new()),
+        progress: Arc::default(),
+        topology: topology.clone(),
+        repo,
+        policy,
+        trace: trace.clone(),
+        observations: observations.clone(),
+        check_commits: check_commits.clone(),
+        use_bloom: true,
+    };
+    let progress = start_clients(&handle, seed, &workload, &template, &mut targets);
     let mut injector = FaultInjector::new(seed, config.clone(), targets, trace.clone());
     injector.run_fault_phase().await;
     injector.heal();
@@ -323,6 +294,67 @@ pub async fn run(
         std::mem::take(&mut observations.lock().expect("observations lock").violations);
     violations.extend(during_run);
     violations
+}
+
+/// Index shards and stores with their disks, each disk with its own seeded stream.
+fn make_servers(
+    seed: u64,
+    shape: ClusterShape,
+    settings: VariantSettings,
+    faults: &DiskFaults,
+) -> (Vec<ServerState>, Vec<ServerState>) {
+    let disk_faults = |is_store: bool| DiskFaults {
+        // Index segments carry no checksum; see the gap named in `start_servers`.
+        corruption_rate: if is_store {
+            faults.corruption_rate
+        } else {
+            0.0
+        },
+        fsync_ignored: is_store && settings.stores_ignore_fsync,
+        ..*faults
+    };
+    let shards = (0..shape.index_shard_count)
+        .map(|i| {
+            let disk = SimDisk::new(seed ^ (0x1000 + i as u64), disk_faults(false));
+            ServerState::new(format!("index{i}"), address(1, i), disk)
+        })
+        .collect();
+    let stores = (0..shape.store_count)
+        .map(|i| {
+            let disk = SimDisk::new(seed ^ (0x2000 + i as u64), disk_faults(true));
+            ServerState::new(format!("store{i}"), address(2, i), disk)
+        })
+        .collect();
+    (shards, stores)
+}
+
+/// One client node per workload entry, built from `template`; each client's Bloom
+/// setting is drawn from the seed and logged. Returns the clients' progress records.
+fn start_clients(
+    handle: &Handle,
+    seed: u64,
+    workload: &Workload,
+    template: &ClientSetup,
+    targets: &mut Vec<FaultTarget>,
+) -> Vec<Arc<Mutex<ClientProgress>>> {
+    let mut client_rng = ChaCha8Rng::seed_from_u64(seed ^ CLIENT_STREAM);
+    let mut progress = Vec::new();
+    for (index, versions) in workload.versions.iter().enumerate() {
+        let setup = ClientSetup {
+            index,
+            name: format!("client{index}"),
+            address: address(3, index),
+            versions: Arc::new(versions.clone()),
+            progress: Arc::default(),
+            use_bloom: client_rng.random_bool(0.5),
+            ..template.clone()
+        };
+        let detail = format!("address={} bloom={}", setup.address, setup.use_bloom);
+        setup.trace.record(&setup.name, Word::Start, detail);
+        progress.push(setup.progress.clone());
+        targets.push(start_client(handle, setup));
+    }
+    progress
 }
 
 fn start_servers(
@@ -407,7 +439,7 @@ async fn await_clients(progress: &[Arc<Mutex<ClientProgress>>], trace: &Trace) -
                 "clients {unfinished:?} did not finish within {} s of the heal",
                 LIVENESS_BOUND.as_secs()
             );
-            return vec![Violation::liveness("liveness", detail)];
+            return vec![Violation::liveness("EveryClientCommits", detail)];
         }
         madsim::time::sleep(Duration::from_millis(50)).await;
     }

@@ -7,15 +7,19 @@
 //! is the fault doing its job; wrong bytes returned silently are never excused.
 //!
 //! Checks:
-//! - `commit-durable`: at the moment a commit is acknowledged, every chunk the manifest
+//! - `CommittedRestorable`: at the moment a commit is acknowledged, every chunk the manifest
 //!   names is durably stored (checked during the run, by the client's service);
-//! - `restore-identical`: after the run, every durable manifest restores byte for byte
+//! - `RestoresIdentical`: after the run, every durable manifest restores byte for byte
 //!   to the tree its client read, and every acknowledged commit is still there;
-//! - `index-claims`: the durable index never claims a chunk its store lacks;
-//! - `lease-exclusive` (pessimistic): two clients never hold valid leases on one
+//! - `IndexOnlyListsStored`: the durable index never claims a chunk its store lacks;
+//! - `NoDuplicateUploadUnderLease` (pessimistic): two clients never hold valid leases on one
 //!   fingerprint at once, and no client uploads a fingerprint while another client's
 //!   lease on it is valid;
-//! - `liveness` (checked by the scenario): after the heal every client finishes.
+//! - `EveryClientCommits` (checked by the scenario): after the heal every client finishes.
+//!
+//! The names are the TLA+ spec's and the stateright model's property names (model/), so a
+//! failing seed and a counterexample name the same property. `RestoresIdentical` has no
+//! model twin: the model has no bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -84,7 +88,7 @@ impl DurableView {
             let copy: Arc<dyn Disk> = Arc::new(disk.durable_copy());
             let store = ChunkStore::open(copy).map_err(|error| {
                 Violation::safety(
-                    "restore-identical",
+                    "RestoresIdentical",
                     format!("store{index} cannot open: {error}"),
                 )
             })?;
@@ -126,7 +130,7 @@ impl DurableView {
     }
 }
 
-/// `commit-durable`: every chunk `manifest` names is durably stored right now.
+/// `CommittedRestorable`: every chunk `manifest` names is durably stored right now.
 pub fn check_commit_durable(
     manifest: &Manifest,
     client: ClientId,
@@ -141,7 +145,7 @@ pub fn check_commit_durable(
                 manifest.label,
                 &fingerprint.to_hex()[..12]
             );
-            return Some(Violation::safety("commit-durable", detail));
+            return Some(Violation::safety("CommittedRestorable", detail));
         }
     }
     None
@@ -154,7 +158,7 @@ pub fn parse_label(label: &str) -> Option<(usize, usize)> {
     Some((client.parse().ok()?, version.parse().ok()?))
 }
 
-/// `restore-identical` and acknowledged commits: see the module doc.
+/// `RestoresIdentical` and acknowledged commits: see the module doc.
 pub fn check_restores(
     view: &DurableView,
     topology: &Topology,
@@ -167,7 +171,7 @@ pub fn check_restores(
         Ok(ids) => ids.into_iter().collect(),
         Err(error) => {
             return vec![Violation::safety(
-                "restore-identical",
+                "RestoresIdentical",
                 format!("listing: {error}"),
             )];
         }
@@ -178,7 +182,7 @@ pub fn check_restores(
                 "client{client} v{version}: acknowledged snapshot {} is gone",
                 short(id)
             );
-            violations.push(Violation::safety("restore-identical", detail));
+            violations.push(Violation::safety("RestoresIdentical", detail));
         }
     }
     for id in &durable_ids {
@@ -187,7 +191,7 @@ pub fn check_restores(
             Err(ServiceError::ManifestInvalid { .. }) if manifests_corrupted => continue,
             Err(error) => {
                 let detail = format!("snapshot {} unreadable: {error}", short(id));
-                violations.push(Violation::safety("restore-identical", detail));
+                violations.push(Violation::safety("RestoresIdentical", detail));
                 continue;
             }
         };
@@ -209,7 +213,7 @@ fn check_one_restore(
     id: &SnapshotId,
     manifest: &Manifest,
 ) -> Option<Violation> {
-    let fail = |detail: String| Some(Violation::safety("restore-identical", detail));
+    let fail = |detail: String| Some(Violation::safety("RestoresIdentical", detail));
     let Some((client, version)) = parse_label(&manifest.label) else {
         return fail(format!(
             "snapshot {} has a label no client wrote: {:?}",
@@ -244,7 +248,7 @@ fn check_one_restore(
                         &fingerprint.to_hex()[..12],
                         entry.path
                     );
-                    return Some(Violation::safety("restore-identical", detail));
+                    return Some(Violation::safety("RestoresIdentical", detail));
                 }
                 // Detected damage from an injected bit flip: the fault, not a bug.
                 Err(_) => return None,
@@ -269,7 +273,7 @@ fn check_one_restore(
     None
 }
 
-/// `index-claims`: every fingerprint a durable index shard claims, its store holds.
+/// `IndexOnlyListsStored`: every fingerprint a durable index shard claims, its store holds.
 pub fn check_index_claims(view: &DurableView, topology: &Topology) -> Vec<Violation> {
     let mut violations = Vec::new();
     for (shard, index) in view.shards.iter().enumerate() {
@@ -278,7 +282,7 @@ pub fn check_index_claims(view: &DurableView, topology: &Topology) -> Vec<Violat
             Err(error) => {
                 let detail =
                     format!("index shard {shard} cannot open from its durable state: {error}");
-                violations.push(Violation::safety("index-claims", detail));
+                violations.push(Violation::safety("IndexOnlyListsStored", detail));
                 continue;
             }
         };
@@ -294,7 +298,7 @@ pub fn check_index_claims(view: &DurableView, topology: &Topology) -> Vec<Violat
                 unbacked.len(),
                 &first.to_hex()[..12]
             );
-            violations.push(Violation::safety("index-claims", detail));
+            violations.push(Violation::safety("IndexOnlyListsStored", detail));
         }
     }
     violations
@@ -339,7 +343,7 @@ fn replay_leases(answers: &[&LeaseGrant]) -> Result<Vec<LeaseSpan>, String> {
     Ok(spans)
 }
 
-/// `lease-exclusive`: see the module doc. Leases from different incarnations of a
+/// `NoDuplicateUploadUnderLease`: see the module doc. Leases from different incarnations of a
 /// shard are not compared: a restart frees every lease by design.
 pub fn check_leases(observations: &Observations) -> Vec<Violation> {
     let mut by_key: BTreeMap<(Fingerprint, usize, u64), Vec<&LeaseGrant>> = BTreeMap::new();
@@ -356,7 +360,7 @@ pub fn check_leases(observations: &Observations) -> Vec<Violation> {
                 .entry(*fingerprint)
                 .or_default()
                 .extend(spans),
-            Err(detail) => return vec![Violation::safety("lease-exclusive", detail)],
+            Err(detail) => return vec![Violation::safety("NoDuplicateUploadUnderLease", detail)],
         }
     }
     for upload in &observations.uploads {
@@ -384,7 +388,7 @@ pub fn check_leases(observations: &Observations) -> Vec<Violation> {
                 other.from_ms,
                 other.until_ms
             );
-            return vec![Violation::safety("lease-exclusive", detail)];
+            return vec![Violation::safety("NoDuplicateUploadUnderLease", detail)];
         }
     }
     Vec::new()

@@ -84,35 +84,17 @@ pub async fn run_index_node(
     let endpoint = Endpoint::bind(server.address)
         .await
         .expect("a restarted node re-binds");
-    let name = server.name.clone();
-    let (query_index, query_trace) = (index.clone(), trace.clone());
+    let query = QueryContext {
+        index: index.clone(),
+        name: server.name.clone(),
+        shard,
+        incarnation,
+        mode,
+        trace: trace.clone(),
+        observations,
+    };
     endpoint.add_rpc_handler(move |request: QueryRequest| {
-        let answers = query_index.query(request.client, &request.fingerprints, request.now_ms);
-        if let ConcurrencyMode::Pessimistic { lease_ms } = mode {
-            let mut observations = observations.lock().expect("observations lock");
-            for (fingerprint, answer) in request.fingerprints.iter().zip(&answers) {
-                if *answer == Answer::Upload {
-                    observations.lease_grants.push(LeaseGrant {
-                        shard,
-                        incarnation,
-                        client: request.client,
-                        fingerprint: *fingerprint,
-                        granted_at_ms: request.now_ms,
-                        lease_ms,
-                    });
-                }
-            }
-        }
-        let count = |wanted: fn(&Answer) -> bool| answers.iter().filter(|a| wanted(a)).count();
-        let detail = format!(
-            "client={} asked={} upload={} present={} wait={}",
-            request.client,
-            answers.len(),
-            count(|a| *a == Answer::Upload),
-            count(|a| *a == Answer::Present),
-            count(|a| matches!(a, Answer::Wait { .. })),
-        );
-        query_trace.record(&name, Word::Query, detail);
+        let answers = query.answer(&request);
         async move { Ok(answers) }
     });
     let (record_index, record_trace, name) = (index.clone(), trace.clone(), server.name.clone());
@@ -141,6 +123,57 @@ pub async fn run_index_node(
         format!("serving incarnation={incarnation}"),
     );
     std::future::pending::<()>().await;
+}
+
+/// What an index node's query handler needs.
+struct QueryContext {
+    index: Arc<Index>,
+    name: String,
+    shard: usize,
+    incarnation: u64,
+    mode: ConcurrencyMode,
+    trace: Trace,
+    observations: Arc<Mutex<Observations>>,
+}
+
+impl QueryContext {
+    /// Asks the real index, and notes every `Upload` answer of pessimistic mode (a lease
+    /// granted or confirmed) for the lease oracle.
+    fn answer(&self, request: &QueryRequest) -> Vec<Answer> {
+        let answers = self
+            .index
+            .query(request.client, &request.fingerprints, request.now_ms);
+        let count = |wanted: fn(&Answer) -> bool| answers.iter().filter(|a| wanted(a)).count();
+        let uploads = count(|a| *a == Answer::Upload);
+        if let ConcurrencyMode::Pessimistic { lease_ms } = self.mode {
+            if uploads > 0 {
+                let detail = format!("client={} leased_or_held={uploads}", request.client);
+                self.trace.record(&self.name, Word::Acquire, detail);
+            }
+            let mut observations = self.observations.lock().expect("observations lock");
+            for (fingerprint, answer) in request.fingerprints.iter().zip(&answers) {
+                if *answer == Answer::Upload {
+                    observations.lease_grants.push(LeaseGrant {
+                        shard: self.shard,
+                        incarnation: self.incarnation,
+                        client: request.client,
+                        fingerprint: *fingerprint,
+                        granted_at_ms: request.now_ms,
+                        lease_ms,
+                    });
+                }
+            }
+        }
+        let detail = format!(
+            "client={} asked={} upload={uploads} present={} wait={}",
+            request.client,
+            answers.len(),
+            count(|a| *a == Answer::Present),
+            count(|a| matches!(a, Answer::Wait { .. })),
+        );
+        self.trace.record(&self.name, Word::Query, detail);
+        answers
+    }
 }
 
 /// The body of a chunk-store node; store 0 also keeps the manifests.
