@@ -68,11 +68,14 @@ pub struct BenchSimArgs {
     pub json: bool,
 }
 
-fn scenario_named(name: &str) -> anyhow::Result<Box<dyn Scenario>> {
+fn scenario_named(name: &str) -> anyhow::Result<BackupScenario> {
     match name {
-        "backup" => Ok(Box::new(BackupScenario::default())),
-        "migration" => Ok(Box::new(sim::migration::MigrationScenario)),
-        other => bail!("unknown scenario {other:?}: expected `backup` or `migration`"),
+        "backup" => Ok(BackupScenario::default()),
+        "migration" => bail!(
+            "the migration scenario is not in the simulator yet; expected `backup` \
+             (the migration scenario is a later issue)"
+        ),
+        other => bail!("unknown scenario {other:?}: expected `backup`"),
     }
 }
 
@@ -117,8 +120,7 @@ struct SimReport<'a> {
 
 pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
     let scenario = scenario_named(&args.scenario)?;
-    let scenario = scenario.as_ref();
-    let variant = variant_or_default(scenario, args.variant)?;
+    let variant = variant_or_default(&scenario, args.variant)?;
     if args.seeds == 0 {
         bail!("--seeds 0 would check nothing: expected at least one seed");
     }
@@ -141,7 +143,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
             bar.set_message(format!("first failures: seed {}", outcome.seed));
         }
     };
-    let outcomes = run_batch(scenario, &variant, first_seed, args.seeds, jobs, &on_done);
+    let outcomes = run_batch(&scenario, &variant, first_seed, args.seeds, jobs, &on_done);
     bar.finish_and_clear();
     let wall = started.elapsed();
     let summary = BatchSummary::of(&outcomes);
@@ -216,9 +218,8 @@ fn print_sim_report(report: &SimReport, failure_count: usize) {
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<Verdict> {
     let scenario = scenario_named(&args.scenario)?;
-    let scenario = scenario.as_ref();
-    let variant = variant_or_default(scenario, args.variant)?;
-    let outcome = run_seed(scenario, args.seed, &variant);
+    let variant = variant_or_default(&scenario, args.variant)?;
+    let outcome = run_seed(&scenario, args.seed, &variant);
     println!(
         "replay {} seed={} variant={variant}",
         scenario.name(),
