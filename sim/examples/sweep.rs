@@ -21,7 +21,9 @@ fn main() {
     };
     let scenario = BackupScenario::default();
     check_variant(&scenario, &variant).unwrap_or_else(|message| panic!("{message}"));
-    let jobs = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+    let jobs = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2);
     let started = Instant::now();
     let (mut seeds_run, mut seeds_failed) = (0, 0);
     while seeds_run < seed_count {
