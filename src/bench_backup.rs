@@ -179,6 +179,7 @@ pub fn run(args: BenchBackupArgs, chunk_sizes: ChunkSizes) -> anyhow::Result<Ver
         ..Report::default()
     };
 
+    record_load(&mut report, "at start");
     measure_references(&mut report, &versions[0], scratch.path())?;
     measure_ceiling(&mut report, &versions[0], chunk_sizes)?;
     measure_ours(
@@ -197,6 +198,7 @@ pub fn run(args: BenchBackupArgs, chunk_sizes: ChunkSizes) -> anyhow::Result<Ver
     if !args.no_sweep {
         report.sweep = sweep_chunk_sizes(&versions, chunk_sizes)?;
     }
+    record_load(&mut report, "at end");
     add_ratios(&mut report);
     print_report(&report, args.json)?;
     Ok(Verdict::Holds)
@@ -409,6 +411,29 @@ fn tree_bytes(root: &Path) -> anyhow::Result<u64> {
     Ok(list_files(root)?.iter().map(|(_, size)| size).sum())
 }
 
+/// Records the 1-minute load average: on this 2-core machine anything above
+/// ~0.5 means other work shares the cores and wall-time figures suffer (the
+/// CPU-time figures much less).
+fn record_load(report: &mut Report, when: &str) {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let Some(load) = text
+        .split_whitespace()
+        .next()
+        .and_then(|word| word.parse::<f64>().ok())
+    else {
+        return;
+    };
+    report.add(
+        &format!("machine: load average (1 min) {when}"),
+        load,
+        "",
+        "/proc/loadavg",
+    );
+    if load > 1.0 {
+        eprintln!("bench: warning: load {load:.2} {when}: other work shares the cores");
+    }
+}
+
 /// Reads every file under `root` once, so every contender after this reads
 /// from the page cache alike (the first reader would otherwise pay the disk).
 fn warm_page_cache(root: &Path) -> anyhow::Result<()> {
@@ -536,6 +561,8 @@ fn chunk_and_hash_in_memory(bytes: &[u8], sizes: ChunkSizes, threads: usize) -> 
 /// What a finished child process left behind.
 struct ChildRun {
     wall: Duration,
+    /// User plus system CPU time of the child and its threads.
+    cpu_seconds: f64,
     peak_rss_bytes: u64,
     stdout: String,
 }
@@ -580,8 +607,11 @@ fn run_child(command: &mut Command) -> anyhow::Result<ChildRun> {
     }
     // Linux reports ru_maxrss in KiB.
     let peak_rss_bytes = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    let cpu_seconds = seconds(usage.ru_utime) + seconds(usage.ru_stime);
     Ok(ChildRun {
         wall,
+        cpu_seconds,
         peak_rss_bytes,
         stdout,
     })
@@ -606,6 +636,16 @@ fn wait_with_usage(pid: u32) -> anyhow::Result<(i32, libc::rusage)> {
     }
 }
 
+/// One backup run of a contender, as the benchmark saw it.
+struct TimedRun {
+    command: String,
+    /// The tree's logical size (what a user would call "backed up").
+    tree_bytes: u64,
+    wall: Duration,
+    cpu_seconds: f64,
+    peak_rss_bytes: u64,
+}
+
 /// Backs up each version in turn into one fresh repository, then the last
 /// version again unchanged. Figures are named `ours <label> ...`.
 fn measure_ours(
@@ -615,10 +655,8 @@ fn measure_ours(
     label: &str,
 ) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("locating the crosscheck binary")?;
-    let mut logical_bytes = 0u64;
-    let mut peak_rss_bytes = 0u64;
     let mut runs = Vec::new();
-    for (index, version) in versions.iter().chain(versions.last()).enumerate() {
+    for version in versions.iter().chain(versions.last()) {
         let mut command = Command::new(&binary);
         command
             .arg("backup")
@@ -629,44 +667,21 @@ fn measure_ours(
         let run = run_child(&mut command)?;
         let backup: BackupSummary = serde_json::from_str(&run.stdout)
             .with_context(|| format!("parsing the JSON of {command:?}: {}", run.stdout))?;
-        peak_rss_bytes = peak_rss_bytes.max(run.peak_rss_bytes);
-        if index < versions.len() {
-            logical_bytes += backup.bytes_read;
-        }
-        runs.push((format!("{command:?}"), backup.bytes_read, run.wall));
-    }
-    let (first_command, first_bytes, first_wall) = &runs[0];
-    let (again_command, again_bytes, again_wall) = runs.last().expect("at least two runs");
-    let name = |what: &str| format!("ours {label}: {what}");
-    report.add(
-        &name("first backup"),
-        mib_per_s(*first_bytes, first_wall.as_secs_f64()),
-        "MiB/s",
-        first_command,
-    );
-    report.add(
-        &name("re-backup unchanged"),
-        mib_per_s(*again_bytes, again_wall.as_secs_f64()),
-        "MiB/s",
-        again_command,
-    );
-    report.add(
-        &name("peak RSS"),
-        peak_rss_bytes as f64 / MIB as f64,
-        "MiB",
-        "wait4 ru_maxrss of every backup above",
-    );
-    if versions.len() > 1 {
-        let stored_bytes = tree_bytes(repo)?;
-        let ratio = logical_bytes as f64 / stored_bytes as f64;
-        report.add(
-            &name("dedup ratio (bytes read / repository size)"),
-            ratio,
-            "x",
-            &format!("du of {}", repo.display()),
+        ensure!(
+            backup.bytes_read == tree_bytes(version)?,
+            "expected our backup to read all of {}; it read {} bytes",
+            version.display(),
+            backup.bytes_read
         );
+        runs.push(TimedRun {
+            command: format!("{command:?}"),
+            tree_bytes: backup.bytes_read,
+            wall: run.wall,
+            cpu_seconds: run.cpu_seconds,
+            peak_rss_bytes: run.peak_rss_bytes,
+        });
     }
-    Ok(())
+    report_runs(report, &format!("ours {label}"), &runs, repo)
 }
 
 /// The same sequence as [`measure_ours`], with restic.
@@ -688,52 +703,91 @@ fn measure_restic(
     let mut init = Command::new(restic);
     base(&mut init);
     run_child(init.arg("init")).context("creating the restic repository")?;
-    let mut logical_bytes = 0u64;
-    let mut peak_rss_bytes = 0u64;
     let mut runs = Vec::new();
-    for (index, version) in versions.iter().chain(versions.last()).enumerate() {
+    for version in versions.iter().chain(versions.last()) {
         let mut command = Command::new(restic);
         base(&mut command);
         command.arg("backup").arg("--json").arg(version);
         let run = run_child(&mut command)?;
         let summary = restic_summary(&run.stdout)?;
-        let bytes = summary["total_bytes_processed"].as_u64().unwrap_or(0);
-        peak_rss_bytes = peak_rss_bytes.max(run.peak_rss_bytes);
-        if index < versions.len() {
-            logical_bytes += bytes;
-        }
+        let processed_bytes = summary["total_bytes_processed"].as_u64().unwrap_or(0);
         // A re-backup with a parent snapshot skips unchanged files without
-        // reading them; its throughput is over the tree's logical size.
-        runs.push((format!("{command:?}"), tree_bytes(version)?, run.wall));
+        // reading them, yet counts them as processed: same logical size.
+        ensure!(
+            processed_bytes == tree_bytes(version)?,
+            "expected restic to process all of {}; its summary says {processed_bytes} bytes",
+            version.display()
+        );
+        runs.push(TimedRun {
+            command: format!("{command:?}"),
+            tree_bytes: processed_bytes,
+            wall: run.wall,
+            cpu_seconds: run.cpu_seconds,
+            peak_rss_bytes: run.peak_rss_bytes,
+        });
     }
-    let (first_command, first_bytes, first_wall) = &runs[0];
-    let (again_command, again_bytes, again_wall) = runs.last().expect("at least two runs");
-    let name = |what: &str| format!("restic {label}: {what}");
+    report_runs(report, &format!("restic {label}"), &runs, repo)
+}
+
+/// Adds a contender's figures: first backup and re-backup throughput, CPU
+/// time per GiB (less sensitive to a busy machine than wall time), peak
+/// memory, and the dedup ratio when several versions went in.
+fn report_runs(
+    report: &mut Report,
+    who: &str,
+    runs: &[TimedRun],
+    repo: &Path,
+) -> anyhow::Result<()> {
+    assert!(runs.len() >= 2, "a first backup and a re-backup at least");
+    let (first, again) = (&runs[0], &runs[runs.len() - 1]);
+    let name = |what: &str| format!("{who}: {what}");
+    let throughput = |run: &TimedRun| mib_per_s(run.tree_bytes, run.wall.as_secs_f64());
+    let cpu_per_gib =
+        |run: &TimedRun| run.cpu_seconds / (run.tree_bytes.max(1) as f64 / (1u64 << 30) as f64);
     report.add(
         &name("first backup"),
-        mib_per_s(*first_bytes, first_wall.as_secs_f64()),
+        throughput(first),
         "MiB/s",
-        first_command,
+        &first.command,
+    );
+    report.add(
+        &name("first backup CPU time"),
+        cpu_per_gib(first),
+        "s/GiB",
+        &first.command,
     );
     report.add(
         &name("re-backup unchanged"),
-        mib_per_s(*again_bytes, again_wall.as_secs_f64()),
+        throughput(again),
         "MiB/s",
-        again_command,
+        &again.command,
     );
     report.add(
-        &name("peak RSS"),
-        peak_rss_bytes as f64 / MIB as f64,
-        "MiB",
-        "wait4 ru_maxrss of every backup above",
+        &name("re-backup CPU time"),
+        cpu_per_gib(again),
+        "s/GiB",
+        &again.command,
     );
-    if versions.len() > 1 {
+    let peak_rss_bytes = runs.iter().map(|run| run.peak_rss_bytes).max().unwrap_or(0);
+    let rss_mib = peak_rss_bytes as f64 / MIB as f64;
+    report.add(
+        &name("peak RSS"),
+        rss_mib,
+        "MiB",
+        "wait4 ru_maxrss, max over every run above",
+    );
+    if runs.len() > 2 {
+        let logical_bytes: u64 = runs[..runs.len() - 1]
+            .iter()
+            .map(|run| run.tree_bytes)
+            .sum();
         let ratio = logical_bytes as f64 / tree_bytes(repo)? as f64;
+        let command = format!("sum of version sizes / du -b {}", repo.display());
         report.add(
-            &name("dedup ratio (bytes read / repository size)"),
+            &name("dedup ratio (bytes in / repository size)"),
             ratio,
             "x",
-            &format!("du of {}", repo.display()),
+            &command,
         );
     }
     Ok(())
@@ -874,12 +928,18 @@ fn add_ratios(report: &mut Report) {
         TARGET_RESTIC_SPEEDUP,
     );
     report.ratio(
+        "first backup CPU efficiency vs restic",
+        "restic gen: first backup CPU time",
+        "ours gen: first backup CPU time",
+        TARGET_RESTIC_SPEEDUP,
+    );
+    report.ratio(
         "re-backup vs restic",
         "ours gen: re-backup unchanged",
         "restic gen: re-backup unchanged",
         TARGET_RESTIC_SPEEDUP,
     );
-    let dedup = "dedup ratio (bytes read / repository size)";
+    let dedup = "dedup ratio (bytes in / repository size)";
     report.ratio(
         "dedup ratio vs restic",
         &format!("ours gen: {dedup}"),
@@ -925,11 +985,11 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("{:<36} {:>8}  {:<5} target", "ratio", "value", "met");
+    println!("{:<40} {:>8}  {:<5} target", "ratio", "value", "met");
     for ratio in &report.ratios {
         let met = if ratio.met { "yes" } else { "NO" };
         println!(
-            "{:<36} {:>8.2}  {:<5} {}",
+            "{:<40} {:>8.2}  {:<5} {}",
             ratio.name, ratio.value, met, ratio.target
         );
     }
@@ -952,4 +1012,75 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
 
 fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / MIB as f64 / seconds.max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(seed: u64) -> DataSpec {
+        DataSpec {
+            seed,
+            version_bytes: 3 * MIB,
+            edits_per_version: 8,
+            edit_bytes_max: 4096,
+        }
+    }
+
+    fn version_bytes(dir: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (relative, _) in list_files(dir).unwrap() {
+            bytes.extend(fs::read(dir.join(relative)).unwrap());
+        }
+        bytes
+    }
+
+    #[test]
+    fn generated_versions_follow_the_seed_and_differ_by_small_edits() {
+        let scratch = tempfile::tempdir().unwrap();
+        let first = generate_data(&scratch.path().join("a"), &spec(5)).unwrap();
+        let again = generate_data(&scratch.path().join("b"), &spec(5)).unwrap();
+        let other = generate_data(&scratch.path().join("c"), &spec(6)).unwrap();
+        assert_eq!(tree_bytes(&first[0]).unwrap(), 3 * MIB);
+        for (left, right) in first.iter().zip(&again) {
+            assert!(
+                version_bytes(left) == version_bytes(right),
+                "same seed, same bytes"
+            );
+        }
+        assert!(
+            version_bytes(&first[0]) != version_bytes(&other[0]),
+            "another seed differs"
+        );
+        // Each version grows by its insertions (at most 8 × 4 KiB) and keeps
+        // most chunks of the one before: CDC dedups all but the edited ones.
+        let sizes = ChunkSizes {
+            min_bytes: 4096,
+            avg_bytes: 16384,
+            max_bytes: 65536,
+        };
+        let sweep = dedup_at(&list_paths(&first), sizes).unwrap();
+        for pair in first.windows(2) {
+            let (old, new) = (tree_bytes(&pair[0]).unwrap(), tree_bytes(&pair[1]).unwrap());
+            assert!(new >= old && new <= old + 8 * 4096, "{old} -> {new}");
+            assert!(version_bytes(&pair[0]) != version_bytes(&pair[1]));
+        }
+        assert!(
+            sweep.dedup_ratio > 2.5,
+            "three near-identical versions: {sweep:?}"
+        );
+    }
+
+    fn list_paths(versions: &[PathBuf]) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for version in versions {
+            paths.extend(
+                list_files(version)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(r, _)| version.join(r)),
+            );
+        }
+        paths
+    }
 }
