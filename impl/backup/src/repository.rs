@@ -313,7 +313,16 @@ impl Repository {
     fn list_now(&self) -> ServiceResult<Vec<SnapshotSummary>> {
         let mut summaries = Vec::new();
         for id in self.manifests.ids()? {
-            summaries.push(self.manifests.get(&id)?.summary());
+            match self.manifests.get(&id) {
+                Ok(manifest) => summaries.push(manifest.summary()),
+                // One damaged manifest must not hide the others (restore finds
+                // snapshots through this list); fsck names it.
+                Err(ServiceError::ManifestInvalid { problem, .. }) => {
+                    let message = "damaged manifest left out of the list";
+                    tracing::warn!(snapshot = %id, %problem, "{message}");
+                }
+                Err(error) => return Err(error),
+            }
         }
         summaries.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
         Ok(summaries)

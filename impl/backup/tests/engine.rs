@@ -305,6 +305,27 @@ fn a_corrupt_chunk_fails_restore_naming_file_and_chunk_and_spares_other_snapshot
     }
 }
 
+#[test]
+fn a_damaged_manifest_is_reported_and_does_not_hide_other_snapshots() {
+    let (repo_dir, first, second, _pack) = two_snapshots();
+    let manifest_path = repo_dir.path().join(format!("snapshots/{second}.json"));
+    let mut bytes = std::fs::read(&manifest_path).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&manifest_path, bytes).unwrap();
+
+    let repository = common::reopen(repo_dir.path());
+    let listed = pollster::block_on(repository.list_snapshots()).unwrap();
+    let ids: Vec<_> = listed.into_iter().map(|summary| summary.id).collect();
+    assert_eq!(ids, vec![first.clone()]);
+    let error = pollster::block_on(repository.get_manifest(second.clone())).unwrap_err();
+    assert!(error.to_string().contains("damaged"), "{error}");
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert_eq!(report.damaged_snapshots(), vec![second]);
+    let found = pollster::block_on(backup::client::find_snapshot(&repository, &first.0[..6]));
+    let target = tempfile::tempdir().unwrap();
+    restore_into(&repository, &found.unwrap(), &target.path().join("r")).unwrap();
+}
+
 /// Commits a manifest straight into the manifest store, as tampering would.
 fn tampered(entries: Vec<Entry>) -> (tempfile::TempDir, Repository, backup::SnapshotId) {
     let (repo_dir, repository) = common::repository(small_chunks());
