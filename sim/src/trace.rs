@@ -5,6 +5,20 @@
 //! checker. The trace is the determinism witness: two runs of one seed must produce the
 //! same lines, and [`Trace::hash`] (SHA-256 of the printed lines) pins that in one number.
 //! Details must therefore be deterministic text — no addresses, no HashMap order.
+//!
+//! Reading a printed trace (`crosscheck replay backup --seed S`), column by column:
+//! - **virtual time**: milliseconds of simulated time since the runtime started; events
+//!   at one instant keep the order they happened in;
+//! - **node**: `harness` (the run itself: its start line with the seed and the whole
+//!   fault config, the oracles' verdicts), `faults` (network faults and the heal), or the
+//!   node the event happened on (`client0`, `index1`, `store0`, ...);
+//! - **event**: a [`Word`]; `Crash` lines say what the disk's power cut kept, lost, tore
+//!   or flipped; `Restart` lines say which incarnation of a server is now serving;
+//! - **detail**: `key=value` figures (which client, how many fingerprints asked,
+//!   uploaded, present or waiting; which snapshot committed).
+//!
+//! A failing run ends in one `Violation` line per broken oracle, after which the CLI
+//! prints the seed, the variant, the fault mix and the command that replays it.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
