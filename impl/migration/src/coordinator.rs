@@ -50,7 +50,8 @@ pub enum MigrationError {
     Conflict { count: u64, first: Box<Mismatch> },
 }
 
-/// One verify pass: keys compared, mismatches found, and how many the pass repaired.
+/// One verify pass: keys compared, mismatches found, and how many the pass repaired. A
+/// mismatch found but not repaired was resolved by the write in flight reaching Y first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyPass {
     pub keys_compared: u64,
@@ -205,8 +206,15 @@ impl Coordinator {
             repaired = pass.repaired,
             "Verify"
         );
+        // Fixed: a mismatch the repair found already resolved (Y took the write in flight
+        // first) was an unsettled key, not a missing write. A pass that had to repair
+        // nothing shows every settled key agrees. Naive can only wait for equality.
+        let settled = match self.record.variant {
+            Variant::Fixed => pass.repaired == 0,
+            Variant::Naive => mismatches == 0,
+        };
         self.last_verify = Some(pass);
-        if mismatches == 0 {
+        if settled {
             return self.advance(log);
         }
         log.save(&self.record)?;

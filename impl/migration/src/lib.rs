@@ -18,6 +18,8 @@
 //! - [`coordinator`]: the phase machine, one bounded step at a time; [`phase_log`] keeps its
 //!   record durably. [`compare`] is the key-by-key comparison behind `Verify` and the final
 //!   check. [`url`] names real stores on the command line.
+//! - [`schedule`]: replays the model's action sequences (its counterexamples) against the
+//!   real code and evaluates the model's properties on the real stores.
 //! - [`live`]: the real-time runner behind `crosscheck migrate` — writer threads, wall
 //!   clock, seeded load.
 //!
@@ -29,6 +31,7 @@ pub mod contract;
 pub mod coordinator;
 pub mod live;
 pub mod phase_log;
+pub mod schedule;
 pub mod store;
 pub mod url;
 pub mod writer;

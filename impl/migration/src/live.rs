@@ -79,6 +79,9 @@ pub struct LiveReport {
     /// Keys the final comparison checked, and what it found.
     pub final_keys_checked: u64,
     pub final_check: MismatchReport,
+    /// From the coordinator's start to `Done`: the migration itself.
+    pub migration_ms: u64,
+    /// Everything, including the oracle's snapshot and the final comparison.
     pub duration_ms: u64,
 }
 
@@ -133,6 +136,7 @@ pub fn run_fixed(
     let gate = RwLock::new(coordinator.phase());
     let stop = AtomicBool::new(false);
     let deadline = started + config.load.duration_max;
+    let migration_started = Instant::now();
     let (driven, tallies) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..config.load.writers)
             .map(|index| {
@@ -152,9 +156,15 @@ pub fn run_fixed(
             .collect();
         (driven, tallies)
     });
+    let migration_ms = elapsed_ms(migration_started);
     let phase_ms = driven?;
     let tallies = tallies?;
-    report(coordinator, starting, tallies, phase_ms, y, config, started)
+    let timing = Timing {
+        phase_ms,
+        migration_ms,
+        started,
+    };
+    report(coordinator, starting, tallies, timing, y, config)
 }
 
 /// The coordinator loop: step, publish each new phase under the write lock, time each phase.
@@ -264,15 +274,25 @@ fn keep_newest(acked: &mut BTreeMap<String, Entry>, key: String, entry: Entry) {
     }
 }
 
+struct Timing {
+    phase_ms: [u64; Phase::ALL.len()],
+    migration_ms: u64,
+    started: Instant,
+}
+
 fn report(
     coordinator: Coordinator,
     starting: BTreeMap<String, Entry>,
     tallies: Vec<WriterTally>,
-    phase_ms: [u64; Phase::ALL.len()],
+    timing: Timing,
     y: &dyn Store,
     config: &LiveConfig,
-    started: Instant,
 ) -> Result<LiveReport, LiveError> {
+    let Timing {
+        phase_ms,
+        migration_ms,
+        started,
+    } = timing;
     let mut expected = starting;
     let mut phases: Vec<PhaseCounts> = Phase::ALL
         .iter()
@@ -308,12 +328,13 @@ fn report(
         record,
         last_verify: coordinator.last_verify,
         load_ops,
-        load_ops_per_second: load_ops as f64 * 1000.0 / duration_ms as f64,
+        load_ops_per_second: load_ops as f64 * 1000.0 / migration_ms.max(1) as f64,
         load_errors,
         load_first_error,
         stale_reads,
         final_keys_checked: expected.len() as u64,
         final_check,
+        migration_ms,
         duration_ms,
     })
 }

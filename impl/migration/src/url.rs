@@ -14,8 +14,10 @@ pub enum StoreUrl {
 }
 
 /// The forms [`StoreUrl::parse`] accepts, for error messages and help text.
-pub const ACCEPTED_FORMS: &str = "sqlite:///absolute/path.db, sqlite://relative/path.db, redb:///absolute/path.redb, \
-     redb://relative/path.redb, memory:";
+pub const ACCEPTED_FORMS: &str = concat!(
+    "sqlite:///absolute/path.db, sqlite://relative/path.db, ",
+    "redb:///absolute/path.redb, redb://relative/path.redb, memory:"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
