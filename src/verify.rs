@@ -35,7 +35,12 @@ pub struct Row {
 type AreaCheck = fn() -> anyhow::Result<Vec<Row>>;
 
 /// The areas in the order they run: cheapest and most basic first.
-const AREAS: &[(&str, AreaCheck)] = &[("backup", crate::cli_backup::verify_rows)];
+const AREAS: &[(&str, AreaCheck)] = &[
+    ("backup", crate::cli_backup::verify_rows),
+    ("models", crate::cli_models::verify_rows),
+    ("sim", crate::cli_sim::verify_rows),
+    ("migration", crate::cli_migrate::verify_rows),
+];
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
