@@ -922,6 +922,12 @@ fn add_ratios(report: &mut Report) {
         TARGET_CEILING_FRACTION,
     );
     report.ratio(
+        "first backup vs durable disk write (dd)",
+        "ours gen: first backup",
+        "reference: durable write of the large file (dd conv=fsync)",
+        TARGET_CEILING_FRACTION,
+    );
+    report.ratio(
         "first backup vs restic",
         "ours gen: first backup",
         "restic gen: first backup",

@@ -198,8 +198,8 @@ impl Drop for ByteBar {
 fn open_repository(repo: &Path) -> anyhow::Result<Repository> {
     if !repo.is_dir() {
         bail!(
-            "expected a repository directory at {}; found none. `crosscheck backup <DIR> --repo {}` \
-             creates one",
+            "expected a repository directory at {}; found none. \
+             `crosscheck backup <DIR> --repo {}` creates one",
             repo.display(),
             repo.display()
         );
@@ -822,6 +822,22 @@ mod tests {
         assert!(
             text.contains("extra: restored but not in the original"),
             "{text}"
+        );
+    }
+
+    /// The real `crosscheck verify` checks of this area, on the real trees.
+    #[test]
+    #[ignore = "backs up the project tree and the Rust docs (~780 MB); run with --ignored"]
+    fn verify_rows_pass_on_the_real_trees() {
+        let started = Instant::now();
+        let rows = verify_rows().unwrap();
+        println!(
+            "{rows:#?}\nverify_rows took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            rows.len() >= 2 && rows.iter().all(|row| row.passed),
+            "{rows:#?}"
         );
     }
 
