@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::manifest::{Entry, EntryKind, Manifest, SnapshotId};
-use crate::pipeline::{self, Pipeline, SourceEvent};
+use crate::pipeline::{self, EventStream, Pipeline, SourceEvent};
 use crate::service::{Answer, BackupService, ClientId, ConcurrencyMode, ServiceError};
 use crate::source::{Source, SourceError, SourceKind};
 use crate::{BloomFilter, Fingerprint};
@@ -196,49 +196,8 @@ pub async fn backup<S: BackupService, C: Clock>(
         batch_bytes: 0,
         stats: BackupStats::default(),
     };
-    let mut events = pipeline::start(options.pipeline, source, entries, config.chunker);
-    let mut manifest_entries = Vec::new();
-    let mut current_file: Option<(Entry, Vec<Fingerprint>, u64)> = None;
-    while let Some(event) = events.next_event() {
-        match event {
-            SourceEvent::Entry(entry) => run.add_entry(entry, &mut manifest_entries),
-            SourceEvent::FileStart(entry) => {
-                let manifest_entry = Entry {
-                    path: entry.path,
-                    mode: entry.mode,
-                    kind: EntryKind::Directory,
-                };
-                current_file = Some((manifest_entry, Vec::new(), 0));
-            }
-            SourceEvent::Chunk { fingerprint, bytes } => {
-                let (_, chunks, size_bytes) = current_file
-                    .as_mut()
-                    .ok_or_else(|| protocol("a chunk outside a file"))?;
-                chunks.push(fingerprint);
-                *size_bytes += bytes.len() as u64;
-                progress.advanced(bytes.len() as u64);
-                run.add_chunk(fingerprint, bytes).await?;
-            }
-            SourceEvent::FileEnd => {
-                let (mut entry, chunks, size_bytes) = current_file
-                    .take()
-                    .ok_or_else(|| protocol("a file end outside a file"))?;
-                entry.kind = EntryKind::File { size_bytes, chunks };
-                run.stats.files += 1;
-                manifest_entries.push(entry);
-            }
-            SourceEvent::FileFailed { reason } => {
-                let (entry, ..) = current_file
-                    .take()
-                    .ok_or_else(|| protocol("a file failure outside a file"))?;
-                run.stats.skipped.push(SkippedEntry {
-                    path: entry.path,
-                    reason,
-                });
-            }
-        }
-    }
-    drop(events);
+    let events = pipeline::start(options.pipeline, source, entries, config.chunker);
+    let manifest_entries = run.consume(events, progress).await?;
     run.flush().await?;
     // Every chunk named is now present or durably stored: commit, last.
     let manifest = Manifest {
@@ -258,6 +217,62 @@ fn protocol(what: &str) -> BackupError {
 }
 
 impl<S: BackupService, C: Clock> Run<'_, S, C> {
+    /// Turns the ordered event stream into manifest entries, uploading
+    /// chunks batch by batch on the way. The stream (and its threads) ends
+    /// before this returns.
+    async fn consume(
+        &mut self,
+        mut events: Box<dyn EventStream + Send>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Entry>, BackupError> {
+        let mut manifest_entries = Vec::new();
+        let mut current_file: Option<(Entry, Vec<Fingerprint>, u64)> = None;
+        while let Some(event) = events.next_event() {
+            match event {
+                SourceEvent::Entry(entry) => self.add_entry(entry, &mut manifest_entries),
+                SourceEvent::FileStart(entry) => {
+                    let kind = EntryKind::File {
+                        size_bytes: 0,
+                        chunks: Vec::new(),
+                    };
+                    let manifest_entry = Entry {
+                        path: entry.path,
+                        mode: entry.mode,
+                        kind,
+                    };
+                    current_file = Some((manifest_entry, Vec::new(), 0));
+                }
+                SourceEvent::Chunk { fingerprint, bytes } => {
+                    let (_, chunks, size_bytes) = current_file
+                        .as_mut()
+                        .ok_or_else(|| protocol("a chunk outside a file"))?;
+                    chunks.push(fingerprint);
+                    *size_bytes += bytes.len() as u64;
+                    progress.advanced(bytes.len() as u64);
+                    self.add_chunk(fingerprint, bytes).await?;
+                }
+                SourceEvent::FileEnd => {
+                    let (mut entry, chunks, size_bytes) = current_file
+                        .take()
+                        .ok_or_else(|| protocol("a file end outside a file"))?;
+                    entry.kind = EntryKind::File { size_bytes, chunks };
+                    self.stats.files += 1;
+                    manifest_entries.push(entry);
+                }
+                SourceEvent::FileFailed { reason } => {
+                    let (entry, ..) = current_file
+                        .take()
+                        .ok_or_else(|| protocol("a file failure outside a file"))?;
+                    self.stats.skipped.push(SkippedEntry {
+                        path: entry.path,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(manifest_entries)
+    }
+
     fn add_entry(&mut self, entry: crate::source::SourceEntry, out: &mut Vec<Entry>) {
         let kind = match entry.kind {
             SourceKind::Directory => {
