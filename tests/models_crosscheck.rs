@@ -119,3 +119,18 @@ fn tlc_rejects_a_counterexample_with_a_missing_step() {
         verdict.tlc_said
     );
 }
+
+/// The spec writes "no step left" out by hand (`NoStepLeft`) because `~ENABLED Next` doubles
+/// TLC's work per state; TLC checks here that the two never differ.
+#[test]
+fn the_specs_hand_written_no_step_left_is_exactly_not_enabled_next() {
+    let entry = find_model("migration").unwrap();
+    let params = default_params(entry);
+    for variant in entry.variants() {
+        let run =
+            crosscheck::run_tlc_with_invariants(entry, variant, &params, &["NoStepLeftIsExact"])
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run.verdict, TlcVerdict::Holds, "{}: {run:?}", variant.name);
+        assert!(run.states_distinct > 2000, "{}: {run:?}", variant.name);
+    }
+}

@@ -74,6 +74,23 @@ pub fn run_tlc_for_property(
     tlc::run(&job)
 }
 
+/// Runs TLC on the spec checking only the named invariants (for definitions outside the
+/// registry's properties, such as a spec's own sanity checks).
+pub fn run_tlc_with_invariants(
+    entry: &dyn ModelEntry,
+    variant: &VariantSpec,
+    params: &Params,
+    invariants: &[&str],
+) -> Result<TlcRun, TlcError> {
+    let mut job = spec_job(entry, variant, params, false, 1);
+    let mut cfg = constants_cfg(entry, variant, params, "Spec");
+    for name in invariants {
+        cfg.push_str(&format!("INVARIANT {name}\n"));
+    }
+    job.files[1].1 = cfg;
+    tlc::run(&job)
+}
+
 fn cfg_keyword(kind: PropertyKind) -> &'static str {
     match kind {
         PropertyKind::Safety => "INVARIANT",
