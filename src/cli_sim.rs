@@ -68,14 +68,11 @@ pub struct BenchSimArgs {
     pub json: bool,
 }
 
-fn scenario_named(name: &str) -> anyhow::Result<BackupScenario> {
+fn scenario_named(name: &str) -> anyhow::Result<Box<dyn Scenario>> {
     match name {
-        "backup" => Ok(BackupScenario::default()),
-        "migration" => bail!(
-            "the migration scenario is not in the simulator yet; expected `backup` \
-             (the migration scenario is a later issue)"
-        ),
-        other => bail!("unknown scenario {other:?}: expected `backup`"),
+        "backup" => Ok(Box::new(BackupScenario::default())),
+        "migration" => Ok(Box::new(sim::migration::MigrationScenario)),
+        other => bail!("unknown scenario {other:?}: expected `backup` or `migration`"),
     }
 }
 
@@ -120,7 +117,8 @@ struct SimReport<'a> {
 
 pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
     let scenario = scenario_named(&args.scenario)?;
-    let variant = variant_or_default(&scenario, args.variant)?;
+    let scenario = scenario.as_ref();
+    let variant = variant_or_default(scenario, args.variant)?;
     if args.seeds == 0 {
         bail!("--seeds 0 would check nothing: expected at least one seed");
     }
@@ -143,7 +141,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
             bar.set_message(format!("first failures: seed {}", outcome.seed));
         }
     };
-    let outcomes = run_batch(&scenario, &variant, first_seed, args.seeds, jobs, &on_done);
+    let outcomes = run_batch(scenario, &variant, first_seed, args.seeds, jobs, &on_done);
     bar.finish_and_clear();
     let wall = started.elapsed();
     let summary = BatchSummary::of(&outcomes);
@@ -218,8 +216,9 @@ fn print_sim_report(report: &SimReport, failure_count: usize) {
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<Verdict> {
     let scenario = scenario_named(&args.scenario)?;
-    let variant = variant_or_default(&scenario, args.variant)?;
-    let outcome = run_seed(&scenario, args.seed, &variant);
+    let scenario = scenario.as_ref();
+    let variant = variant_or_default(scenario, args.variant)?;
+    let outcome = run_seed(scenario, args.seed, &variant);
     println!(
         "replay {} seed={} variant={variant}",
         scenario.name(),

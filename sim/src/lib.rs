@@ -19,6 +19,8 @@ pub mod backup;
 pub mod config;
 pub mod disk;
 pub mod faults;
+pub mod history;
+pub mod migration;
 pub mod rpc;
 pub mod runner;
 pub mod trace;
