@@ -191,6 +191,23 @@ fn seed_keys(store: &dyn Store, keys: u64, batch_keys: usize) -> anyhow::Result<
     Ok(())
 }
 
+/// One row per phase: how long it took and what the load did in it.
+fn print_phases(report: &LiveReport) {
+    println!(
+        "{:<14} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        "phase", "time_ms", "puts", "deletes", "absent", "reads"
+    );
+    for counts in &report.phases {
+        let phase = counts
+            .phase
+            .map_or("-".to_string(), |phase| phase.to_string());
+        println!(
+            "{phase:<14} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            counts.duration_ms, counts.puts, counts.deletes, counts.deletes_absent, counts.reads
+        );
+    }
+}
+
 fn print_report(
     from: &StoreUrl,
     to: &StoreUrl,
@@ -205,19 +222,7 @@ fn print_report(
     if seeded > 0 {
         println!("seeded X with {seeded} keys");
     }
-    println!(
-        "{:<14} {:>9} {:>8} {:>8} {:>8} {:>8}",
-        "phase", "time_ms", "puts", "deletes", "absent", "reads"
-    );
-    for counts in &report.phases {
-        let phase = counts
-            .phase
-            .map_or("-".to_string(), |phase| phase.to_string());
-        println!(
-            "{phase:<14} {:>9} {:>8} {:>8} {:>8} {:>8}",
-            counts.duration_ms, counts.puts, counts.deletes, counts.deletes_absent, counts.reads
-        );
-    }
+    print_phases(report);
     let record = &report.record;
     println!(
         "backfill: {} keys scanned, {} applied, {} already newer in Y; {:.0} keys/s",
@@ -341,34 +346,41 @@ pub fn bench(args: BenchMigrationArgs) -> anyhow::Result<Verdict> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!(
-            "bench migration: {} keys, SQLite -> redb, {} writers",
-            args.keys, args.writers
-        );
-        println!("  bulk copy (ceiling, no load):  {bulk_keys_per_second:>10.0} keys/s");
-        println!(
-            "  backfill under load:           {:>10.0} keys/s  ({:.2}x of bulk)",
-            report.backfill_keys_per_second, backfill_ratio
-        );
-        println!(
-            "  whole migration (all phases):  {migration_keys_per_second:>10.0} keys/s  ({} ms)",
-            report.migration_ms
-        );
-        println!(
-            "  load: {} ops at {:.0} ops/s; verify {} pass(es), {} mismatches repaired; final \
-             mismatches {}",
-            report.load_ops,
-            report.load_ops_per_second,
-            report.record.verify_passes,
-            report.record.verify_mismatches_repaired,
-            report.final_check.count
-        );
+        print_bench(&args, bulk_keys_per_second, &report);
     }
     Ok(if report.holds() {
         Verdict::Holds
     } else {
         Verdict::SafetyViolation
     })
+}
+
+/// The bench figures as a small table; the ratio is backfill under load over bulk copy.
+fn print_bench(args: &BenchMigrationArgs, bulk_keys_per_second: f64, report: &LiveReport) {
+    let backfill_ratio = report.backfill_keys_per_second / bulk_keys_per_second;
+    let migration_keys_per_second = args.keys as f64 * 1000.0 / report.migration_ms.max(1) as f64;
+    println!(
+        "bench migration: {} keys, SQLite -> redb, {} writers",
+        args.keys, args.writers
+    );
+    println!("  bulk copy (ceiling, no load):  {bulk_keys_per_second:>10.0} keys/s");
+    println!(
+        "  backfill under load:           {:>10.0} keys/s  ({:.2}x of bulk)",
+        report.backfill_keys_per_second, backfill_ratio
+    );
+    println!(
+        "  whole migration (all phases):  {migration_keys_per_second:>10.0} keys/s  ({} ms)",
+        report.migration_ms
+    );
+    println!(
+        "  load: {} ops at {:.0} ops/s; verify {} pass(es), {} mismatches repaired; final \
+         mismatches {}",
+        report.load_ops,
+        report.load_ops_per_second,
+        report.record.verify_passes,
+        report.record.verify_mismatches_repaired,
+        report.final_check.count
+    );
 }
 
 /// The ceiling: read X in key order and write each batch to Y unconditionally, no load.

@@ -26,10 +26,7 @@ fn schedule_of(actions: Vec<ModelAction>) -> Vec<Action> {
             ModelAction::DeleteX { writer, key } => Action::DeleteX { writer, key },
             ModelAction::WriteY { writer } => Action::WriteY { writer },
             ModelAction::DeleteY { writer } => Action::DeleteY { writer },
-            ModelAction::DeliverY(message) => Action::DeliverY {
-                src: message.src,
-                key: message.key,
-            },
+            ModelAction::DeliverY { src, key } => Action::DeliverY { src, key },
             ModelAction::CrashWriter { writer } => Action::CrashWriter { writer },
             ModelAction::Backfill { key } => Action::Backfill { key },
             ModelAction::Verify => Action::Verify,
