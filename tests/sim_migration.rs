@@ -3,10 +3,8 @@
 //!
 //! Seeds start at [`CI_BASE_SEED`]; `CROSSCHECK_SIM_SEEDS=N` runs N seeds of `fixed`.
 
-use std::collections::BTreeMap;
-
-use sim::migration::MigrationScenario;
 use sim::migration::oracles::FAILURE_KINDS;
+use sim::migration::{MigrationScenario, hunt_failure_kinds, verify_checks};
 use sim::runner::{
     BatchSummary, CI_BASE_SEED, Scenario, check_determinism, ci_seed_count, run_batch, run_seed,
 };
@@ -14,8 +12,6 @@ use sim::runner::{
 const JOBS: usize = 2;
 /// `naive` must show every kind of failure within this many seeds.
 const CATCH_LIMIT_SEEDS: u64 = 1_000;
-/// Seeds per round of the naive hunt.
-const ROUND_SEEDS: u64 = 20;
 
 #[test]
 fn fixed_passes_every_seed_of_the_batch() {
@@ -45,34 +41,11 @@ fn fixed_passes_every_seed_of_the_batch() {
     );
 }
 
-/// Runs naive seeds until every failure kind has shown, and returns for each kind the
-/// number of seeds run when it first showed.
-fn hunt_naive_kinds() -> (u64, BTreeMap<&'static str, (u64, u64)>) {
-    let scenario = MigrationScenario;
-    let mut first_seen: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let mut seeds_run = 0;
-    while seeds_run < CATCH_LIMIT_SEEDS && first_seen.len() < FAILURE_KINDS.len() {
-        let first = CI_BASE_SEED + seeds_run;
-        let outcomes = run_batch(&scenario, "naive", first, ROUND_SEEDS, JOBS, &|_| {});
-        for outcome in &outcomes {
-            for violation in &outcome.violations {
-                if let Some(kind) = FAILURE_KINDS.iter().find(|kind| **kind == violation.oracle) {
-                    first_seen
-                        .entry(kind)
-                        .or_insert((outcome.seed - CI_BASE_SEED + 1, outcome.seed));
-                }
-            }
-        }
-        seeds_run += ROUND_SEEDS;
-    }
-    (seeds_run, first_seen)
-}
-
 #[test]
 fn naive_shows_every_failure_kind_within_a_thousand_seeds() {
-    let (seeds_run, first_seen) = hunt_naive_kinds();
-    for (kind, (seeds, seed)) in &first_seen {
-        println!("naive {kind}: first after {seeds} seed(s), at seed {seed}");
+    let (seeds_run, first_seen) = hunt_failure_kinds(CATCH_LIMIT_SEEDS, JOBS);
+    for (kind, seeds) in &first_seen {
+        println!("naive {kind}: first after {seeds} seed(s)");
     }
     let missing: Vec<&&str> = FAILURE_KINDS
         .iter()
@@ -82,6 +55,16 @@ fn naive_shows_every_failure_kind_within_a_thousand_seeds() {
         missing.is_empty(),
         "naive never showed {missing:?} in {seeds_run} seeds (found {first_seen:?})"
     );
+}
+
+#[test]
+fn the_verify_checks_all_pass() {
+    let checks = verify_checks(20, JOBS);
+    assert_eq!(checks.len(), 3);
+    for check in &checks {
+        println!("{}: {} ({})", check.check, check.passed, check.detail);
+        assert!(check.passed, "{check:?}");
+    }
 }
 
 #[test]
