@@ -398,8 +398,6 @@ fn bulk_copy(x: &dyn Store, y: &dyn Store, batch_keys: usize) -> anyhow::Result<
 
 /// For `crosscheck verify`: a small fixed migration from SQLite to redb temp files under a
 /// write load, which must finish with zero mismatches.
-// Until `verify::run` calls it, nothing in the binary does.
-#[allow(dead_code)]
 pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
     let directory = tempfile::tempdir().context("creating a temporary directory")?;
     let x = StoreUrl::Sqlite(directory.path().join("x.db")).open()?;
