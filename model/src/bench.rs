@@ -55,11 +55,12 @@ pub struct BenchRow {
     pub distinct_per_second_ratio: f64,
 }
 
-/// The configurations benchmarked, sized on this 2-core machine under load: naive at
-/// writers=4 keys=3 took TLC 300 s to its first violation (stateright 17 s); naive at
-/// writers=3 keys=2 took TLC 6.5 s (stateright 0.4 s). Fixed at writers=3 keys=2 values=1
-/// (356,232 states) took TLC about two minutes with start-up JVM flags, about a minute
-/// with the benchmark's; writers=3 keys=2 values=2 (1.17 M states) did not finish in 10.
+/// The configurations benchmarked, sized on this 2-core machine under load. Measured
+/// (2 threads / 2 workers): naive at writers=3 keys=2 values=2, stateright 0.4 s against
+/// TLC 2.6-6.5 s (mostly JVM start); fixed at writers=3 keys=2 values=1 (356,232 states),
+/// stateright 2.0 s against TLC 105 s. Larger ones: naive at writers=4 keys=3 took TLC
+/// 300 s to its first violation (stateright 17 s); fixed at writers=3 keys=2 values=2
+/// (1.17 M states) did not finish in TLC within 10 minutes.
 pub const CONFIGURATIONS: &[(&str, &str, &[&str])] = &[
     ("migration", "naive", &["writers=3", "keys=2", "values=2"]),
     ("migration", "fixed", &["writers=3", "keys=2", "values=1"]),
