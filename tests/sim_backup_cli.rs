@@ -1,0 +1,95 @@
+//! The simulator through the real binary: `replay` is bit-for-bit repeatable and ends in
+//! the failure with a typed exit code; `sim` passes a correct variant and refuses bad
+//! input with exit code 2.
+
+use std::process::{Command, Output};
+
+fn crosscheck(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crosscheck"))
+        .args(arguments)
+        .output()
+        .expect("the crosscheck binary runs")
+}
+
+/// Finds a failing naive seed through `sim --json`, then replays it twice.
+#[test]
+fn replaying_a_failing_seed_twice_prints_the_same_trace_ending_in_the_failure() {
+    let hunt = crosscheck(&[
+        "sim",
+        "backup",
+        "--variant",
+        "naive",
+        "--seeds",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(
+        hunt.status.code(),
+        Some(1),
+        "naive must fail within 64 seeds: a safety exit"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&hunt.stdout).unwrap();
+    let seed = report["summary"]["first_failing_seed"]
+        .as_u64()
+        .expect("a failing seed");
+    let seed_text = seed.to_string();
+    let arguments = [
+        "replay",
+        "backup",
+        "--seed",
+        &seed_text,
+        "--variant",
+        "naive",
+    ];
+    let first = crosscheck(&arguments);
+    let second = crosscheck(&arguments);
+    assert_eq!(first.status.code(), Some(1), "a safety violation exits 1");
+    assert_eq!(
+        first.stdout, second.stdout,
+        "two replays of one seed must be identical"
+    );
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(
+        text.lines().count() > 50,
+        "a replay prints the whole trace:\n{text}"
+    );
+    assert!(
+        text.contains(" Violation "),
+        "the trace ends in the violation:\n{text}"
+    );
+    let command = format!("replay: cargo run --release -- replay backup --seed {seed}");
+    assert!(text.contains(&command), "{text}");
+}
+
+#[test]
+fn a_short_batch_of_a_correct_variant_passes_and_reports_json() {
+    let output = crosscheck(&[
+        "sim",
+        "backup",
+        "--seeds",
+        "16",
+        "--variant",
+        "optimistic",
+        "--json",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["summary"]["seeds_run"], 16);
+    assert_eq!(report["summary"]["seeds_failed"], 0);
+    assert!(report["simulated_s"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn an_unknown_variant_or_zero_seeds_is_a_usage_error() {
+    let bad_variant = crosscheck(&["sim", "backup", "--variant", "reckless"]);
+    assert_eq!(bad_variant.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&bad_variant.stderr);
+    assert!(message.contains("expected one of optimistic"), "{message}");
+    let zero_seeds = crosscheck(&["sim", "backup", "--seeds", "0"]);
+    assert_eq!(zero_seeds.status.code(), Some(2));
+}
