@@ -8,15 +8,15 @@
 //!
 //! Code map: [`store`] puts MIGRATION's `Store` and `PhaseLog` on a simulated disk;
 //! [`messages`] is the RPC; [`nodes`] the store and writer nodes and the phase handshake;
-//! [`coordinator_node`] the phase machine; [`cluster`] one seeded run; [`oracles`] judges
-//! it. Not yet: scripted schedules replaying the model checker's naive counterexamples
-//! step by step (issue 5, "model → code"); the seeded runs find the same four failures.
+//! [`coordinator_node`] the phase machine; [`cluster`] one seeded run; [`schedule`] a
+//! scripted run (a model checker's counterexample, step by step); [`oracles`] judges both.
 
 pub mod cluster;
 pub mod coordinator_node;
 pub mod messages;
 pub mod nodes;
 pub mod oracles;
+pub mod schedule;
 pub mod store;
 
 use migration::Variant;
