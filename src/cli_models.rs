@@ -265,8 +265,8 @@ fn render_beside(module: &str, outcome: &PropertyOutcome, run: &TlcRun) -> Strin
     }
     let _ = writeln!(
         text,
-        "  {:>3}  {:<60} {:<28} {}",
-        "#", "stateright", "TLC", "states"
+        "  {:>3}  {:<60} {:<28} states",
+        "#", "stateright", "TLC"
     );
     for index in 0..ours.len().max(run.trace.len()) {
         let left = ours.get(index).map_or("-".to_string(), |step| {
@@ -334,7 +334,6 @@ pub fn tlc(args: TlcArgs) -> anyhow::Result<Verdict> {
             let line = step.spec_line.map_or(String::new(), |line| {
                 format!("{}.tla:{line}", entry.spec_module())
             });
-            let _ = index;
             println!(
                 "  {index:>3}  {:<30} {line}",
                 step.action.as_deref().unwrap_or("Init")
