@@ -232,3 +232,18 @@ fn bad_input_exits_2_and_lists_what_is_accepted() {
         );
     }
 }
+
+#[test]
+fn a_missing_tlc_is_an_environment_error_naming_the_install_command() {
+    let output = Command::new(env!("CARGO_BIN_EXE_crosscheck"))
+        .args(["tlc", "migration", "--variant", "fixed"])
+        .env("CROSSCHECK_TLA2TOOLS", "/nonexistent/tla2tools.jar")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("scripts/setup") && stderr.contains("/nonexistent"),
+        "{stderr}"
+    );
+}
