@@ -854,11 +854,14 @@ fn sweep_chunk_sizes(versions: &[PathBuf], default: ChunkSizes) -> anyhow::Resul
     Ok(rows)
 }
 
+/// (SHA-256, length) of every chunk one sweep thread cut.
+type FingerprintLengths = Vec<([u8; 32], u32)>;
+
 /// Chunks and fingerprints every file (two threads, files taken in turn) and
 /// counts the bytes a content-addressed store would keep.
 fn dedup_at(files: &[PathBuf], sizes: ChunkSizes) -> anyhow::Result<SweepRow> {
     let next_file = std::sync::atomic::AtomicUsize::new(0);
-    let per_thread: Vec<anyhow::Result<Vec<([u8; 32], u32)>>> = std::thread::scope(|scope| {
+    let per_thread: Vec<anyhow::Result<FingerprintLengths>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
                 scope.spawn(|| {

@@ -143,10 +143,10 @@ impl Clock for RealClock {
             .unwrap_or(0)
     }
 
-    fn sleep_ms(&self, duration_ms: u64) -> impl Future<Output = ()> + Send {
+    async fn sleep_ms(&self, duration_ms: u64) {
         // The CLI drives one backup on one thread with pollster: blocking
         // here is the wait between re-asks, nothing else is starved.
-        async move { std::thread::sleep(Duration::from_millis(duration_ms)) }
+        std::thread::sleep(Duration::from_millis(duration_ms))
     }
 }
 
