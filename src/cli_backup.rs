@@ -518,8 +518,6 @@ pub fn bench(args: BenchBackupArgs) -> anyhow::Result<Verdict> {
 /// is stored. The project's own tree skips `target/` and `.git/`; the Rust
 /// documentation tree (~780 MB of small HTML files) takes some 10 s in a
 /// release build when the toolchain ships it.
-// Called from src/verify.rs once the lead wires the areas together.
-#[allow(dead_code)]
 pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
     let scratch = tempfile::Builder::new()
         .prefix("crosscheck-verify-")
