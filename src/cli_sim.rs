@@ -27,7 +27,7 @@ const CATCH_LIMIT_SEEDS: u64 = 1_000;
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// The scenario: `backup` (`migration` is not built yet).
+    /// The scenario: `backup` or `migration`.
     pub scenario: String,
     /// optimistic (default), pessimistic, naive or ack-before-fsync.
     #[arg(long)]

@@ -39,6 +39,7 @@ const AREAS: &[(&str, AreaCheck)] = &[
     ("backup", crate::cli_backup::verify_rows),
     ("models", crate::cli_models::verify_rows),
     ("sim", crate::cli_sim::verify_rows),
+    ("sim-migration", sim_migration_rows),
     ("migration", crate::cli_migrate::verify_rows),
 ];
 
@@ -81,6 +82,24 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
     } else {
         Verdict::SafetyViolation
     })
+}
+
+/// The simulated migration: `fixed` over a batch of seeds, `naive` caught with
+/// every named kind of failure, and a seed of each replayed bit for bit.
+fn sim_migration_rows() -> anyhow::Result<Vec<Row>> {
+    const FIXED_SEEDS: u64 = 300;
+    let jobs = std::thread::available_parallelism().map_or(1, |count| count.get());
+    let checks = sim::migration::verify_checks(FIXED_SEEDS, jobs);
+    anyhow::ensure!(!checks.is_empty(), "the migration scenario returned no checks");
+    Ok(checks
+        .into_iter()
+        .map(|check| Row {
+            area: "sim".to_string(),
+            check: check.check,
+            passed: check.passed,
+            detail: check.detail,
+        })
+        .collect())
 }
 
 fn area_names() -> String {
