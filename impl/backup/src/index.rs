@@ -111,27 +111,33 @@ impl Index {
                     state.present.insert(*fingerprint);
                     Answer::Upload
                 }
-                ConcurrencyMode::Pessimistic { lease_ms } => match state.leases.get(fingerprint) {
-                    // A live lease is not extended by asking again, even by its holder:
-                    // it frees on success or at its expiry, nothing else.
-                    Some(lease) if lease.expires_at_ms > now_ms => {
-                        if lease.holder == client {
-                            Answer::Upload
-                        } else {
-                            Answer::Wait {
-                                lease_expires_at_ms: lease.expires_at_ms,
+                ConcurrencyMode::Pessimistic { lease_ms } => {
+                    match state.leases.get_mut(fingerprint) {
+                        // The holder asking again renews its lease from now: the asker
+                        // counts its lease from when it sent the question, so every
+                        // `Upload` must mean "yours until at least then + lease_ms". Not
+                        // renewing let a holder whose first answer was lost take the old,
+                        // nearly spent lease for a fresh one (found by the simulator).
+                        Some(lease) if lease.expires_at_ms > now_ms => {
+                            if lease.holder == client {
+                                lease.expires_at_ms = lease.expires_at_ms.max(now_ms + lease_ms);
+                                Answer::Upload
+                            } else {
+                                Answer::Wait {
+                                    lease_expires_at_ms: lease.expires_at_ms,
+                                }
                             }
                         }
+                        _ => {
+                            let lease = Lease {
+                                holder: client,
+                                expires_at_ms: now_ms + lease_ms,
+                            };
+                            state.leases.insert(*fingerprint, lease);
+                            Answer::Upload
+                        }
                     }
-                    _ => {
-                        let lease = Lease {
-                            holder: client,
-                            expires_at_ms: now_ms + lease_ms,
-                        };
-                        state.leases.insert(*fingerprint, lease);
-                        Answer::Upload
-                    }
-                },
+                }
             };
             answers.push(answer);
         }
@@ -275,14 +281,20 @@ mod tests {
                 lease_expires_at_ms: 1_000
             }]
         );
-        // The holder may ask again and keeps uploading rights.
+        // The holder may ask again: it keeps uploading rights, renewed from now.
         assert_eq!(index.query(1, &chunk, 20), vec![Answer::Upload]);
-        // Expiry frees the lease: the second client takes over.
-        assert_eq!(index.query(2, &chunk, 1_000), vec![Answer::Upload]);
         assert_eq!(
-            index.query(1, &chunk, 1_001),
+            index.query(2, &chunk, 1_000),
             vec![Answer::Wait {
-                lease_expires_at_ms: 2_000
+                lease_expires_at_ms: 1_020
+            }]
+        );
+        // Expiry frees the lease: the second client takes over.
+        assert_eq!(index.query(2, &chunk, 1_020), vec![Answer::Upload]);
+        assert_eq!(
+            index.query(1, &chunk, 1_021),
+            vec![Answer::Wait {
+                lease_expires_at_ms: 2_020
             }]
         );
         // Success frees it too, and everyone hears "present".
