@@ -32,6 +32,10 @@ impl Verdict {
             Verdict::SafetyViolation => 2,
             Verdict::UsageOrEnvironment => 3,
         };
-        if rank(other) > rank(self) { other } else { self }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }

@@ -90,7 +90,10 @@ fn sim_migration_rows() -> anyhow::Result<Vec<Row>> {
     const FIXED_SEEDS: u64 = 300;
     let jobs = std::thread::available_parallelism().map_or(1, |count| count.get());
     let checks = sim::migration::verify_checks(FIXED_SEEDS, jobs);
-    anyhow::ensure!(!checks.is_empty(), "the migration scenario returned no checks");
+    anyhow::ensure!(
+        !checks.is_empty(),
+        "the migration scenario returned no checks"
+    );
     Ok(checks
         .into_iter()
         .map(|check| Row {
