@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -135,15 +135,25 @@ pub fn run_fixed(
     let starting = compare::all_entries(authority, config.batch_keys)?;
     let gate = RwLock::new(coordinator.phase());
     let stop = AtomicBool::new(false);
+    let ops_done = AtomicU64::new(0);
     let deadline = started + config.load.duration_max;
     let migration_started = Instant::now();
     let (driven, tallies) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..config.load.writers)
             .map(|index| {
-                let (gate, stop, load) = (&gate, &stop, &config.load);
-                scope.spawn(move || write_load(x, y, gate, stop, load, index as u64, deadline))
+                let (gate, stop, load, ops_done) = (&gate, &stop, &config.load, &ops_done);
+                let writer_index = index as u64;
+                scope.spawn(move || {
+                    write_load(x, y, (gate, stop, ops_done), load, writer_index, deadline)
+                })
             })
             .collect();
+        // The load must overlap the migration from its first phase: on fast stores
+        // the coordinator could otherwise finish before a writer thread is scheduled.
+        let ops_wanted = (config.load.writers as u64).min(config.load.ops_per_writer_max);
+        while ops_done.load(Ordering::Relaxed) < ops_wanted && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let driven = drive(&mut coordinator, x, y, log, &gate, config.verify_passes_max);
         stop.store(true, Ordering::Relaxed);
         let tallies: Result<Vec<WriterTally>, LiveError> = handles
@@ -213,8 +223,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 fn write_load(
     x: &dyn Store,
     y: &dyn Store,
-    gate: &RwLock<Phase>,
-    stop: &AtomicBool,
+    (gate, stop, ops_done): (&RwLock<Phase>, &AtomicBool, &AtomicU64),
     load: &LoadConfig,
     writer_index: u64,
     deadline: Instant,
@@ -254,6 +263,7 @@ fn write_load(
         };
         drop(guard);
         tally.ops += 1;
+        ops_done.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok(Some(Some(entry))) => keep_newest(&mut tally.acked, key, entry),
             Ok(_) => {}
