@@ -72,8 +72,10 @@ impl DiskStore {
         }
     }
 
+    /// A key's file: its bytes in lowercase hex, so any key (`/` included) is one file
+    /// name, and file names sort in the keys' byte order.
     fn path(key: &str) -> String {
-        format!("{KEY_DIR}/{key}")
+        format!("{KEY_DIR}/{}", hex::encode(key.as_bytes()))
     }
 
     /// Sets (or clears) the request the next writes belong to.
@@ -161,7 +163,20 @@ impl DiskStore {
             retry_disk(|| self.disk.list(KEY_DIR)).map_err(|error| unavailable(KEY_DIR, &error))?;
         names.retain(|name| !name.ends_with(".tmp"));
         names.sort();
-        Ok(names)
+        names
+            .into_iter()
+            .map(|name| {
+                hex::decode(&name)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: name.clone(),
+                        detail: format!(
+                            "expected a key file named by the key's bytes in hex, found {name:?}"
+                        ),
+                    })
+            })
+            .collect()
     }
 }
 
