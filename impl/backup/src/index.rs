@@ -34,6 +34,8 @@ struct IndexState {
     segment_sequence_next: u64,
     /// Recorded in memory, not yet in a segment (see [`Index::record_deferred`]).
     pending: Vec<Fingerprint>,
+    /// No lease is granted before this time (see [`Index::refuse_leases_until`]).
+    leases_refused_until_ms: u64,
 }
 
 /// One shard of the fingerprint index, durable on its own [`Disk`] under `dir`.
@@ -89,6 +91,18 @@ impl Index {
         self.mode
     }
 
+    /// Grants no lease before `until_ms`: every missing fingerprint is answered
+    /// `Wait` until then. A shard restarting with leases of its previous life
+    /// forgotten (leases are not durable) calls this with its start time plus
+    /// `lease_ms`, so that a holder from before the restart, still counting its
+    /// lease as live, cannot meet a second holder granted after it. Found by the
+    /// simulator: without it a restarted shard leased a chunk that a client was
+    /// still uploading under its old lease.
+    pub fn refuse_leases_until(&self, until_ms: u64) {
+        let mut state = self.state.lock().expect("index lock");
+        state.leases_refused_until_ms = state.leases_refused_until_ms.max(until_ms);
+    }
+
     /// One answer per fingerprint. In pessimistic mode a missing fingerprint
     /// whose lease is free (or expired at `now_ms`) is leased to `client`.
     pub fn query(
@@ -110,6 +124,11 @@ impl Index {
                     // The bug: claimed before a single byte is stored.
                     state.present.insert(*fingerprint);
                     Answer::Upload
+                }
+                ConcurrencyMode::Pessimistic { .. } if now_ms < state.leases_refused_until_ms => {
+                    Answer::Wait {
+                        lease_expires_at_ms: state.leases_refused_until_ms,
+                    }
                 }
                 ConcurrencyMode::Pessimistic { lease_ms } => {
                     match state.leases.get_mut(fingerprint) {
@@ -300,6 +319,19 @@ mod tests {
         // Success frees it too, and everyone hears "present".
         index.record(&chunk).unwrap();
         assert_eq!(index.query(1, &chunk, 1_002), vec![Answer::Present]);
+    }
+
+    #[test]
+    fn pessimistic_restart_grants_no_lease_until_old_ones_have_expired() {
+        let (_dir, _disk, index) = open(ConcurrencyMode::Pessimistic { lease_ms: 1_000 });
+        let chunk = [Fingerprint::of(b"chunk")];
+        index.refuse_leases_until(1_500);
+        let wait = vec![Answer::Wait {
+            lease_expires_at_ms: 1_500,
+        }];
+        assert_eq!(index.query(1, &chunk, 500), wait);
+        assert_eq!(index.query(1, &chunk, 1_499), wait);
+        assert_eq!(index.query(1, &chunk, 1_500), vec![Answer::Upload]);
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub async fn run_index_node(
     let incarnation = server.incarnation.fetch_add(1, Ordering::Relaxed) + 1;
     let disk = server.disk_handle();
     let index = open_retrying(&server, &trace, || Index::open(disk.clone(), "index", mode)).await;
+    if let (ConcurrencyMode::Pessimistic { lease_ms }, true) = (mode, incarnation > 1) {
+        // Leases of the previous life are forgotten; wait them out before granting.
+        let now_ms = madsim::time::TimeHandle::current().elapsed().as_millis() as u64;
+        index.refuse_leases_until(now_ms + lease_ms);
+    }
     let index = Arc::new(index);
     let endpoint = Endpoint::bind(server.address)
         .await
