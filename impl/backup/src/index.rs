@@ -194,14 +194,7 @@ impl Index {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(pending.len() * Fingerprint::SIZE_BYTES);
-        pending
-            .iter()
-            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
-        let name = format!("{:016}.seg", state.segment_sequence_next);
-        let path = disk::join(&self.dir, &name);
-        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
-            .map_err(|error| ServiceError::storage(&path, &error))?;
+        let name = self.write_segment(state.segment_sequence_next, pending.iter())?;
         state.segment_sequence_next += 1;
         state.segment_names.push(name);
         if state.segment_names.len() > SEGMENT_COUNT_MAX {
@@ -213,16 +206,9 @@ impl Index {
     /// Merges all segments into one. The merged segment is durable before
     /// the old ones go, so a crash in between only leaves duplicates.
     fn compact(&self, state: &mut IndexState) -> ServiceResult<()> {
-        let mut bytes = Vec::with_capacity(state.present.len() * Fingerprint::SIZE_BYTES);
         let mut recorded: Vec<&Fingerprint> = state.present.iter().collect();
         recorded.sort_unstable();
-        recorded
-            .iter()
-            .for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
-        let name = format!("{:016}.seg", state.segment_sequence_next);
-        let path = disk::join(&self.dir, &name);
-        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
-            .map_err(|error| ServiceError::storage(&path, &error))?;
+        let name = self.write_segment(state.segment_sequence_next, recorded.into_iter())?;
         for old_name in std::mem::take(&mut state.segment_names) {
             let old_path = disk::join(&self.dir, &old_name);
             self.disk
@@ -235,6 +221,22 @@ impl Index {
         state.segment_sequence_next += 1;
         state.segment_names.push(name);
         Ok(())
+    }
+
+    /// Writes `fingerprints` durably as segment number `sequence` and returns
+    /// its file name.
+    fn write_segment<'a>(
+        &self,
+        sequence: u64,
+        fingerprints: impl ExactSizeIterator<Item = &'a Fingerprint>,
+    ) -> ServiceResult<String> {
+        let mut bytes = Vec::with_capacity(fingerprints.len() * Fingerprint::SIZE_BYTES);
+        fingerprints.for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
+        let name = format!("{sequence:016}.seg");
+        let path = disk::join(&self.dir, &name);
+        disk::write_atomic(self.disk.as_ref(), &path, &bytes)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        Ok(name)
     }
 
     /// True when the shard claims `fingerprint` is stored.
