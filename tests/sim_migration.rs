@@ -6,7 +6,7 @@
 use sim::migration::oracles::FAILURE_KINDS;
 use sim::migration::{MigrationScenario, hunt_failure_kinds, verify_checks};
 use sim::runner::{
-    BatchSummary, CI_BASE_SEED, Scenario, check_determinism, ci_seed_count, run_batch, run_seed,
+    CI_BASE_SEED, Scenario, assert_every_ci_seed_passes, check_determinism, run_seed,
 };
 
 const JOBS: usize = 2;
@@ -15,30 +15,7 @@ const CATCH_LIMIT_SEEDS: u64 = 1_000;
 
 #[test]
 fn fixed_passes_every_seed_of_the_batch() {
-    let scenario = MigrationScenario;
-    let seed_count = ci_seed_count(60);
-    let outcomes = run_batch(&scenario, "fixed", CI_BASE_SEED, seed_count, JOBS, &|_| {});
-    let summary = BatchSummary::of(&outcomes);
-    assert!(
-        summary.seeds_run > 0,
-        "a simulation test that ran zero seeds proves nothing"
-    );
-    assert_eq!(summary.seeds_run, seed_count);
-    let failures: Vec<String> = outcomes
-        .iter()
-        .filter(|outcome| !outcome.passed())
-        .map(|outcome| outcome.failure_report(scenario.name()))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "fixed: {summary:?}\n{}",
-        failures.join("\n")
-    );
-    println!(
-        "fixed: {} seeds passed, {:.1} s simulated",
-        summary.seeds_run,
-        summary.simulated_total.as_secs_f64()
-    );
+    assert_every_ci_seed_passes(&MigrationScenario, "fixed", 60, JOBS);
 }
 
 #[test]

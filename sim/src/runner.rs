@@ -356,6 +356,43 @@ impl Outcome {
     }
 }
 
+/// Runs CI's batch of `variant` (see [`ci_seed_count`]) from [`CI_BASE_SEED`] and
+/// panics with every failing seed's report, replay command included, unless every seed
+/// passed. A batch that ran zero seeds fails too: it would prove nothing.
+///
+/// # Panics
+/// When a seed fails, or when fewer seeds ran than asked for.
+pub fn assert_every_ci_seed_passes(
+    scenario: &dyn Scenario,
+    variant: &str,
+    default_seeds: u64,
+    jobs: usize,
+) {
+    let seed_count = ci_seed_count(default_seeds);
+    let outcomes = run_batch(scenario, variant, CI_BASE_SEED, seed_count, jobs, &|_| {});
+    let summary = BatchSummary::of(&outcomes);
+    assert!(
+        summary.seeds_run > 0,
+        "a simulation test that ran zero seeds proves nothing"
+    );
+    assert_eq!(summary.seeds_run, seed_count);
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter(|outcome| !outcome.passed())
+        .map(|outcome| outcome.failure_report(scenario.name()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{variant}: {summary:?}\n{}",
+        failures.join("\n")
+    );
+    println!(
+        "{variant}: {} seeds passed, {:.1} s simulated",
+        summary.seeds_run,
+        summary.simulated_total.as_secs_f64()
+    );
+}
+
 /// The fixed base seed of CI batches, so every `cargo test` runs the same seeds.
 pub const CI_BASE_SEED: u64 = 20_261_203;
 

@@ -5,8 +5,8 @@
 
 use sim::backup::BackupScenario;
 use sim::runner::{
-    BatchSummary, CI_BASE_SEED, Scenario, check_determinism, ci_seed_count, hunt_first_failure,
-    run_batch, run_seed,
+    CI_BASE_SEED, Scenario, assert_every_ci_seed_passes, check_determinism, hunt_first_failure,
+    run_seed,
 };
 
 const JOBS: usize = 2;
@@ -14,30 +14,7 @@ const JOBS: usize = 2;
 const CATCH_LIMIT_SEEDS: u64 = 1_000;
 
 fn assert_every_seed_passes(variant: &str, default_seeds: u64) {
-    let scenario = BackupScenario::default();
-    let seed_count = ci_seed_count(default_seeds);
-    let outcomes = run_batch(&scenario, variant, CI_BASE_SEED, seed_count, JOBS, &|_| {});
-    let summary = BatchSummary::of(&outcomes);
-    assert!(
-        summary.seeds_run > 0,
-        "a simulation test that ran zero seeds proves nothing"
-    );
-    assert_eq!(summary.seeds_run, seed_count);
-    let failures: Vec<String> = outcomes
-        .iter()
-        .filter(|outcome| !outcome.passed())
-        .map(|outcome| outcome.failure_report(scenario.name()))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{variant}: {summary:?}\n{}",
-        failures.join("\n")
-    );
-    println!(
-        "{variant}: {} seeds passed, {:.1} s simulated",
-        summary.seeds_run,
-        summary.simulated_total.as_secs_f64()
-    );
+    assert_every_ci_seed_passes(&BackupScenario::default(), variant, default_seeds, JOBS);
 }
 
 #[test]
