@@ -96,9 +96,8 @@ pub fn handle(
             key,
             op,
             tag,
-        } => {
-            store.set_request(Some(request));
-            let result = write_x(
+        } => store.on_behalf_of(request, || {
+            write_x(
                 store,
                 node,
                 shared,
@@ -107,19 +106,16 @@ pub fn handle(
                 &op.to_op(),
                 &tag,
                 request,
-            );
-            store.set_request(None);
-            result
-        }
+            )
+        }),
         StoreCall::WriteY {
             request,
             variant,
             key,
             op,
             tag,
-        } => {
-            store.set_request(Some(request));
-            let result = write_y(
+        } => store.on_behalf_of(request, || {
+            write_y(
                 store,
                 node,
                 shared,
@@ -128,10 +124,8 @@ pub fn handle(
                 &op.to_op(),
                 &tag,
                 request,
-            );
-            store.set_request(None);
-            result
-        }
+            )
+        }),
         StoreCall::DeliverY {
             key,
             delivery,

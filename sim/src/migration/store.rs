@@ -83,6 +83,14 @@ impl DiskStore {
         *self.request.lock().expect("request lock") = request;
     }
 
+    /// Runs `write` with its writes remembered as `request`'s, then clears it.
+    pub fn on_behalf_of<T>(&self, request: u64, write: impl FnOnce() -> T) -> T {
+        self.set_request(Some(request));
+        let result = write();
+        self.set_request(None);
+        result
+    }
+
     fn load(&self, key: &str) -> Result<Option<Record>, StoreError> {
         check_key(key)?;
         let bytes = match retry_disk(|| self.disk.read(&Self::path(key))) {
