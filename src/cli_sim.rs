@@ -6,12 +6,14 @@
 //! seed can be compared with `diff`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sim::backup::BackupScenario;
+use sim::backup::directory::{DirectoryBase, DirectoryLimits};
 use sim::runner::{
     BatchSummary, CI_BASE_SEED, Outcome, Scenario, check_determinism, check_variant,
     hunt_first_failure, run_batch, run_seed,
@@ -44,6 +46,10 @@ pub struct SimArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// backup only: start every client's files from this real directory (read once,
+    /// before the runs) instead of seeded bytes; the seed still draws every edit.
+    #[arg(long, value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +62,9 @@ pub struct ReplayArgs {
     /// optimistic (default), pessimistic, naive or ack-before-fsync.
     #[arg(long)]
     pub variant: Option<String>,
+    /// backup only: the directory the failing run was given with `--from-dir`.
+    #[arg(long, value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -68,11 +77,22 @@ pub struct BenchSimArgs {
     pub json: bool,
 }
 
-fn scenario_named(name: &str) -> anyhow::Result<Box<dyn Scenario>> {
-    match name {
-        "backup" => Ok(Box::new(BackupScenario::default())),
-        "migration" => Ok(Box::new(sim::migration::MigrationScenario)),
-        other => bail!("unknown scenario {other:?}: expected `backup` or `migration`"),
+/// The scenario `name`; for `backup` with `from_dir`, the directory is read here, before
+/// any runtime starts, and what was read (or skipped) is said on stderr.
+fn scenario_named(name: &str, from_dir: Option<&Path>) -> anyhow::Result<Box<dyn Scenario>> {
+    match (name, from_dir) {
+        ("backup", None) => Ok(Box::new(BackupScenario::default())),
+        ("backup", Some(dir)) => {
+            let base = DirectoryBase::read(dir, DirectoryLimits::default())?;
+            eprintln!("workload: {base}");
+            Ok(Box::new(BackupScenario::from_directory(base)))
+        }
+        ("migration", None) => Ok(Box::new(sim::migration::MigrationScenario)),
+        ("migration", Some(_)) => bail!(
+            "--from-dir is for the backup scenario: expected `sim backup --from-dir DIR`, \
+             found it with `migration`; drop --from-dir"
+        ),
+        (other, _) => bail!("unknown scenario {other:?}: expected `backup` or `migration`"),
     }
 }
 
@@ -116,7 +136,7 @@ struct SimReport<'a> {
 }
 
 pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
-    let scenario = scenario_named(&args.scenario)?;
+    let scenario = scenario_named(&args.scenario, args.from_dir.as_deref())?;
     let scenario = scenario.as_ref();
     let variant = variant_or_default(scenario, args.variant)?;
     if args.seeds == 0 {
@@ -128,10 +148,11 @@ pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
     }
     let first_seed = args.seed.unwrap_or(CI_BASE_SEED);
     eprintln!(
-        "sim {}: variant={variant} seeds={}..{} jobs={jobs}",
+        "sim {}: variant={variant} seeds={}..{} jobs={jobs} {}",
         scenario.name(),
         first_seed,
-        first_seed + args.seeds - 1
+        first_seed + args.seeds - 1,
+        scenario.settings()
     );
     let bar = progress_bar(args.seeds, args.json);
     let started = Instant::now();
@@ -215,7 +236,7 @@ fn print_sim_report(report: &SimReport, failure_count: usize) {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<Verdict> {
-    let scenario = scenario_named(&args.scenario)?;
+    let scenario = scenario_named(&args.scenario, args.from_dir.as_deref())?;
     let scenario = scenario.as_ref();
     let variant = variant_or_default(scenario, args.variant)?;
     let outcome = run_seed(scenario, args.seed, &variant);

@@ -72,6 +72,15 @@ pub trait Scenario: Sync {
     /// Runs one seed to the end, inside a fresh runtime, and returns what the oracles
     /// found. Faults come from `run.config`; events go to `run.trace`.
     fn run<'a>(&'a self, run: RunContext) -> RunFuture<'a>;
+    /// Settings beyond the seed's (a workload's source directory), `key=value` for the
+    /// start of the trace; empty when there are none.
+    fn settings(&self) -> String {
+        String::new()
+    }
+    /// What a replay command needs besides seed and variant (` --from-dir DIR`).
+    fn replay_flags(&self) -> String {
+        String::new()
+    }
 }
 
 /// The result of one seed.
@@ -87,6 +96,9 @@ pub struct Outcome {
     pub trace_hash: String,
     pub simulated: Duration,
     pub wall: Duration,
+    /// The scenario's [`Scenario::replay_flags`], so the replay command rebuilds this run.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub replay_flags: String,
 }
 
 impl Outcome {
@@ -96,7 +108,8 @@ impl Outcome {
 
     /// The one command that replays this seed.
     pub fn replay_command(&self, scenario: &str) -> String {
-        replay_command(scenario, self.seed, &self.variant)
+        let command = replay_command(scenario, self.seed, &self.variant);
+        command + &self.replay_flags
     }
 }
 
@@ -162,6 +175,7 @@ pub fn run_seed(scenario: &dyn Scenario, seed: u64, variant: &str) -> Outcome {
         events,
         simulated,
         wall: wall_start.elapsed(),
+        replay_flags: scenario.replay_flags(),
     }
 }
 
@@ -170,13 +184,17 @@ fn run_in_runtime(scenario: &dyn Scenario, context: RunContext) -> (Vec<Violatio
         madsim::runtime::Runtime::with_seed_and_config(context.seed, madsim::Config::default());
     runtime.set_time_limit(VIRTUAL_TIME_LIMIT);
     runtime.block_on(async move {
-        let start = format!(
+        let mut start = format!(
             "seed={} variant={} scenario={} {}",
             context.seed,
             context.variant,
             scenario.name(),
             context.config
         );
+        let settings = scenario.settings();
+        if !settings.is_empty() {
+            start = format!("{start} {settings}");
+        }
         context.trace.record("harness", Word::Start, start);
         let trace = context.trace.clone();
         let violations = scenario.run(context).await;

@@ -19,6 +19,7 @@ use madsim::runtime::Handle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::directory::DirectoryBase;
 use super::oracles::{self, DurableView, Observations};
 use super::servers::{ServerState, run_index_node, run_store_node};
 use super::service::{SimService, Topology};
@@ -223,6 +224,7 @@ pub async fn run(
     context: RunContext,
     settings: VariantSettings,
     shape: ClusterShape,
+    base: Option<&DirectoryBase>,
 ) -> Vec<Violation> {
     let RunContext {
         seed,
@@ -231,7 +233,7 @@ pub async fn run(
         ..
     } = context;
     let handle = Handle::current();
-    let workload = Workload::generate(seed, shape.workload);
+    let workload = Workload::generate_from(seed, shape.workload, base);
     let observations = Arc::new(Mutex::new(Observations::default()));
     let repo = RepoConfig {
         chunker: ChunkerConfig::with_average(256),

@@ -6,11 +6,18 @@
 //! and overwrites, and files come and go. Sizes are small (a few KiB, chunks of ~256 B)
 //! so a seed stays fast while still having dozens of chunks. Everything comes from a
 //! ChaCha stream of the run's seed, generated before the simulation starts.
+//!
+//! With a [`DirectoryBase`] (a real directory, read before any run), the directory's files
+//! are the common pool instead: each client starts from a seeded subset of them under
+//! their real paths, and the same seeded edits make the later versions. The seed and the
+//! directory together fix every byte.
 
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::directory::DirectoryBase;
 
 /// Separates the workload's random stream from the fault config's.
 const WORKLOAD_STREAM: u64 = 0x574f_524b_4c4f_4144;
@@ -48,15 +55,31 @@ pub struct Workload {
 impl Workload {
     /// The workload of `seed`: the same seed always gives the same bytes.
     pub fn generate(seed: u64, shape: WorkloadShape) -> Self {
+        Self::generate_from(seed, shape, None)
+    }
+
+    /// The workload of `seed` over `base` when given, else over a seeded pool: the same
+    /// seed and the same base always give the same bytes.
+    pub fn generate_from(seed: u64, shape: WorkloadShape, base: Option<&DirectoryBase>) -> Self {
         assert!(shape.client_count >= 1 && shape.versions_per_client >= 1);
         assert!(shape.file_size_bytes_max >= 64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ WORKLOAD_STREAM);
-        let pool: Vec<Vec<u8>> = (0..shape.shared_file_count)
-            .map(|_| random_bytes(&mut rng, shape.file_size_bytes_max))
-            .collect();
+        let pool: Vec<Vec<u8>> = match base {
+            Some(base) => base
+                .files
+                .iter()
+                .map(|(_, contents)| contents.clone())
+                .collect(),
+            None => (0..shape.shared_file_count)
+                .map(|_| random_bytes(&mut rng, shape.file_size_bytes_max))
+                .collect(),
+        };
         let versions = (0..shape.client_count)
             .map(|client| {
-                let mut tree = initial_tree(&mut rng, &pool, client, shape.file_size_bytes_max);
+                let mut tree = match base {
+                    Some(base) => tree_from_directory(&mut rng, base),
+                    None => initial_tree(&mut rng, &pool, client, shape.file_size_bytes_max),
+                };
                 let mut versions = vec![tree.clone()];
                 for version in 1..shape.versions_per_client {
                     mutate(
@@ -96,6 +119,29 @@ fn initial_tree(rng: &mut ChaCha8Rng, pool: &[Vec<u8>], client: usize, size_max:
         }
     }
     tree.insert(format!("own/client{client}"), random_bytes(rng, size_max));
+    tree
+}
+
+/// Where a directory's files sit in a client's tree: apart from the `added/` files that
+/// [`mutate`] creates, so a real file named `added` cannot collide with that folder.
+const DIRECTORY_PREFIX: &str = "dir";
+
+/// A seeded subset (at least one) of the directory's files, under their own paths.
+fn tree_from_directory(rng: &mut ChaCha8Rng, base: &DirectoryBase) -> Tree {
+    assert!(
+        !base.files.is_empty(),
+        "DirectoryBase::read refuses an empty directory"
+    );
+    let mut tree = Tree::new();
+    for (path, contents) in &base.files {
+        if rng.random_bool(0.6) {
+            tree.insert(format!("{DIRECTORY_PREFIX}/{path}"), contents.clone());
+        }
+    }
+    if tree.is_empty() {
+        let (path, contents) = &base.files[rng.random_range(0..base.files.len())];
+        tree.insert(format!("{DIRECTORY_PREFIX}/{path}"), contents.clone());
+    }
     tree
 }
 
@@ -154,6 +200,32 @@ mod tests {
         let shape = WorkloadShape::default();
         assert_eq!(Workload::generate(3, shape), Workload::generate(3, shape));
         assert_ne!(Workload::generate(3, shape), Workload::generate(4, shape));
+    }
+
+    #[test]
+    fn a_seed_and_a_directory_give_the_same_workload_built_from_its_files() {
+        use super::super::directory::DirectoryLimits;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/readme.md"), vec![b'r'; 3000]).unwrap();
+        std::fs::write(dir.path().join("main.rs"), vec![b'm'; 5000]).unwrap();
+        let base = DirectoryBase::read(dir.path(), DirectoryLimits::default()).unwrap();
+        let shape = WorkloadShape::default();
+        let first = Workload::generate_from(9, shape, Some(&base));
+        let reread = DirectoryBase::read(dir.path(), DirectoryLimits::default()).unwrap();
+        assert_eq!(first, Workload::generate_from(9, shape, Some(&reread)));
+        assert_ne!(first, Workload::generate_from(10, shape, Some(&base)));
+        assert_ne!(first, Workload::generate(9, shape));
+        for versions in &first.versions {
+            let start = &versions[0];
+            assert!(!start.is_empty());
+            for (path, contents) in start {
+                let original = path.strip_prefix("dir/").expect("only directory files");
+                let (_, read) = base.files.iter().find(|(p, _)| p == original).unwrap();
+                assert_eq!(contents, read, "{path} starts as the directory's bytes");
+            }
+            assert_ne!(versions[0], versions[1], "a version changed nothing");
+        }
     }
 
     #[test]
