@@ -10,11 +10,14 @@ use madsim::net::rpc::Request;
 use serde::{Deserialize, Serialize};
 
 /// Index shard: one answer per fingerprint.
+///
+/// No time travels with the question: the shard grants and expires leases by its own
+/// clock, so a client whose clock is skewed or stale cannot stretch or shrink a lease.
+/// The client keeps its own send time to itself, to count its lease conservatively.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryRequest {
     pub client: ClientId,
     pub fingerprints: Vec<Fingerprint>,
-    pub now_ms: u64,
 }
 
 impl Request for QueryRequest {

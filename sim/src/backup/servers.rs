@@ -69,6 +69,11 @@ async fn open_retrying<T>(
     }
 }
 
+/// This node's reading of the virtual clock, in milliseconds since the run began.
+fn virtual_now_ms() -> u64 {
+    madsim::time::TimeHandle::current().elapsed().as_millis() as u64
+}
+
 /// The body of an index-shard node, run at start and at every restart.
 pub async fn run_index_node(
     server: ServerState,
@@ -82,8 +87,7 @@ pub async fn run_index_node(
     let index = open_retrying(&server, &trace, || Index::open(disk.clone(), "index", mode)).await;
     if let (ConcurrencyMode::Pessimistic { lease_ms }, true) = (mode, incarnation > 1) {
         // Leases of the previous life are forgotten; wait them out before granting.
-        let now_ms = madsim::time::TimeHandle::current().elapsed().as_millis() as u64;
-        index.refuse_leases_until(now_ms + lease_ms);
+        index.refuse_leases_until(virtual_now_ms() + lease_ms);
     }
     let index = Arc::new(index);
     let endpoint = Endpoint::bind(server.address)
@@ -145,9 +149,12 @@ impl QueryContext {
     /// Asks the real index, and notes every `Upload` answer of pessimistic mode (a lease
     /// granted or confirmed) for the lease oracle.
     fn answer(&self, request: &QueryRequest) -> Vec<Answer> {
+        // The shard's own clock, never the asker's: a client with a skewed or stale clock
+        // must not be able to stretch or shrink a lease. The oracle counts from it too.
+        let now_ms = virtual_now_ms();
         let answers = self
             .index
-            .query(request.client, &request.fingerprints, request.now_ms);
+            .query(request.client, &request.fingerprints, now_ms);
         let count = |wanted: fn(&Answer) -> bool| answers.iter().filter(|a| wanted(a)).count();
         let uploads = count(|a| *a == Answer::Upload);
         if let ConcurrencyMode::Pessimistic { lease_ms } = self.mode {
@@ -163,7 +170,7 @@ impl QueryContext {
                         incarnation: self.incarnation,
                         client: request.client,
                         fingerprint: *fingerprint,
-                        granted_at_ms: request.now_ms,
+                        granted_at_ms: now_ms,
                         lease_ms,
                     });
                 }

@@ -132,7 +132,6 @@ impl BackupService for SimService {
             let request = QueryRequest {
                 client,
                 fingerprints: asked,
-                now_ms,
             };
             let shard_answers = self
                 .ask(self.topology.index_shards[shard], request)
@@ -250,9 +249,9 @@ impl SimService {
             if *answer != Answer::Upload {
                 continue;
             }
-            // Every `Upload` grants or renews the lease at the index's time, which
+            // Every `Upload` grants or renews the lease at the index's own time, which
             // is no earlier than `now_ms`, when this question was sent: counting
-            // from here is safe.
+            // from here is safe (the lease looks shorter to the client, never longer).
             let granted = leases.entry(*fingerprint).or_insert(now_ms);
             *granted = (*granted).max(now_ms);
         }
