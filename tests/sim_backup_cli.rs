@@ -93,3 +93,86 @@ fn an_unknown_variant_or_zero_seeds_is_a_usage_error() {
     let zero_seeds = crosscheck(&["sim", "backup", "--seeds", "0"]);
     assert_eq!(zero_seeds.status.code(), Some(2));
 }
+
+#[test]
+fn a_missing_empty_or_non_directory_from_dir_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent");
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cases = [
+        (&missing, "expected an existing directory"),
+        (&file, "expected a directory, found a regular file"),
+        (
+            &empty,
+            "expected at least one readable, non-empty regular file",
+        ),
+    ];
+    for (path, expected) in cases {
+        let path = path.to_str().unwrap();
+        for command in ["sim", "replay"] {
+            let mut arguments = vec![command, "backup", "--from-dir", path];
+            if command == "replay" {
+                arguments.extend(["--seed", "1"]);
+            }
+            let output = crosscheck(&arguments);
+            let message = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{arguments:?}: {message}");
+            assert!(message.contains(expected), "{arguments:?}: {message}");
+        }
+    }
+}
+
+/// A failing seed over a real directory: its replay command names the directory, and
+/// running that command reproduces the run bit for bit.
+#[test]
+fn a_failure_over_a_directory_prints_a_replay_command_with_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.txt"),
+        "some text to back up\n".repeat(200),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.txt"),
+        "other text, other chunks\n".repeat(150),
+    )
+    .unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let root = root.to_str().unwrap();
+    let hunt = crosscheck(&[
+        "sim",
+        "backup",
+        "--variant",
+        "naive",
+        "--seeds",
+        "64",
+        "--from-dir",
+        root,
+    ]);
+    assert_eq!(
+        hunt.status.code(),
+        Some(1),
+        "naive must fail within 64 seeds"
+    );
+    let stderr = String::from_utf8_lossy(&hunt.stderr);
+    assert!(stderr.contains("read 2 file(s)"), "{stderr}");
+    let stdout = String::from_utf8(hunt.stdout).unwrap();
+    let replay_line = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("replay: cargo run --release -- "))
+        .unwrap_or_else(|| panic!("no replay command in:\n{stdout}"));
+    assert!(
+        replay_line.ends_with(&format!("--from-dir {root}")),
+        "{replay_line}"
+    );
+    let arguments: Vec<&str> = replay_line.split(' ').collect();
+    let first = crosscheck(&arguments);
+    let second = crosscheck(&arguments);
+    assert_eq!(first.status.code(), Some(1));
+    assert_eq!(first.stdout, second.stdout);
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(text.contains(&format!("workload_dir={root:?}")), "{text}");
+}
