@@ -667,15 +667,21 @@ fn measure_ours(
         let run = run_child(&mut command)?;
         let backup: BackupSummary = serde_json::from_str(&run.stdout)
             .with_context(|| format!("parsing the JSON of {command:?}: {}", run.stdout))?;
+        // Like restic's, a re-backup skips the files unchanged since the
+        // parent snapshot; read or skipped, each byte must be accounted for.
+        let backed_up_bytes = backup.bytes_read + backup.unchanged_bytes;
         ensure!(
-            backup.bytes_read == tree_bytes(version)?,
-            "expected our backup to read all of {}; it read {} bytes",
+            backed_up_bytes == tree_bytes(version)?,
+            "expected our backup to read or skip as unchanged all of {}; it accounted for {} \
+             bytes ({} read, {} unchanged)",
             version.display(),
-            backup.bytes_read
+            backed_up_bytes,
+            backup.bytes_read,
+            backup.unchanged_bytes
         );
         runs.push(TimedRun {
             command: format!("{command:?}"),
-            tree_bytes: backup.bytes_read,
+            tree_bytes: backed_up_bytes,
             wall: run.wall,
             cpu_seconds: run.cpu_seconds,
             peak_rss_bytes: run.peak_rss_bytes,

@@ -185,7 +185,23 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         "an unchanged tree must store nothing new: {again}"
     );
     assert_eq!(again["new_bytes"], 0, "{again}");
-    assert_eq!(again["bytes_read"], first["bytes_read"], "{again}");
+    // The latest snapshot of the same directory is the parent: nothing is read.
+    assert_eq!(again["parent"], first["snapshot_id"], "{again}");
+    assert_eq!(again["bytes_read"], 0, "{again}");
+    assert_eq!(again["unchanged_bytes"], first["bytes_read"], "{again}");
+    assert_eq!(again["unchanged_files"], first["files"], "{again}");
+    // --force reads everything again, and still stores nothing new.
+    let forced = json_ok(&[
+        "backup".as_ref(),
+        source.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--force".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(forced["parent"], Value::Null, "{forced}");
+    assert_eq!(forced["bytes_read"], first["bytes_read"], "{forced}");
+    assert_eq!(forced["new_chunks"], 0, "{forced}");
 
     let id = snapshot_id(&first);
     let target = scratch.path().join("restored");
@@ -213,9 +229,10 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.len(), 2, "{listed}");
+    assert_eq!(ids.len(), 3, "{listed}");
+    let made = [&first, &again, &forced].map(|report| snapshot_id(report));
     assert!(
-        ids.contains(&id.as_str()) && ids.contains(&snapshot_id(&again).as_str()),
+        made.iter().all(|made| ids.contains(&made.as_str())),
         "{listed}"
     );
     let (code, report) = fsck(&repo);

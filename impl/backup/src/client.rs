@@ -12,14 +12,14 @@
 //! lease. A Bloom filter can be stale only towards "absent" for chunks added
 //! since it was fetched, which costs a duplicate upload, never a lost chunk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::manifest::{Entry, EntryKind, Manifest, SnapshotId};
 use crate::pipeline::{self, EventStream, Pipeline, SourceEvent};
 use crate::service::{Answer, BackupService, ClientId, ConcurrencyMode, ServiceError};
-use crate::source::{Source, SourceError, SourceKind};
+use crate::source::{FileStamp, Source, SourceEntry, SourceError, SourceKind};
 use crate::{BloomFilter, Fingerprint};
 
 /// Time as the caller sees it: real for the CLI, virtual in the simulator.
@@ -94,7 +94,12 @@ pub struct BackupStats {
     pub symlinks: u64,
     /// Bytes read from the source.
     pub bytes_read: u64,
-    /// Chunks cut (repeats counted).
+    /// Files the parent snapshot had with the same size and stamp, whose
+    /// chunks were reused without reading them.
+    pub unchanged_files: u64,
+    /// Their bytes.
+    pub unchanged_bytes: u64,
+    /// Chunks in the snapshot's files (repeats and reused chunks counted).
     pub chunks: u64,
     /// Chunks the store did not have and now holds.
     pub new_chunks: u64,
@@ -116,12 +121,18 @@ pub struct BackupStats {
 }
 
 impl BackupStats {
-    /// Bytes read per byte newly stored; infinite when nothing new was stored.
+    /// The bytes of the snapshot's files: read, or reused unchanged.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_read + self.unchanged_bytes
+    }
+
+    /// Bytes backed up per byte newly stored; infinite when nothing new was
+    /// stored.
     pub fn dedup_ratio(&self) -> f64 {
         if self.new_bytes == 0 {
             f64::INFINITY
         } else {
-            self.bytes_read as f64 / self.new_bytes as f64
+            self.bytes_total() as f64 / self.new_bytes as f64
         }
     }
 }
@@ -162,10 +173,27 @@ struct Run<'a, S: BackupService, C: Clock> {
     stats: BackupStats,
 }
 
-/// Backs up `source` into `service` and commits a snapshot.
+/// Backs up `source` into `service` and commits a snapshot, reading every
+/// file.
 pub async fn backup<S: BackupService, C: Clock>(
     service: &S,
     source: Arc<dyn Source>,
+    options: &BackupOptions,
+    clock: &C,
+    progress: &dyn Progress,
+) -> Result<BackupReport, BackupError> {
+    backup_after(service, source, None, options, clock, progress).await
+}
+
+/// Backs up `source` into `service` and commits a snapshot. A file that
+/// `parent` (an earlier snapshot of the same tree) holds with the same size
+/// and [`crate::FileStamp`] is not read: its chunks are reused, once the
+/// index confirms that every one is present. A chunk the index lacks (a
+/// damaged or incomplete store) sends its file back to be read.
+pub async fn backup_after<S: BackupService, C: Clock>(
+    service: &S,
+    source: Arc<dyn Source>,
+    parent: Option<&Manifest>,
     options: &BackupOptions,
     clock: &C,
     progress: &dyn Progress,
@@ -175,7 +203,7 @@ pub async fn backup<S: BackupService, C: Clock>(
     let (file_count, size_bytes) = entries
         .iter()
         .fold((0, 0), |(count, bytes), entry| match entry.kind {
-            SourceKind::File { size_bytes } => (count + 1, bytes + size_bytes),
+            SourceKind::File { size_bytes, .. } => (count + 1, bytes + size_bytes),
             _ => (count, bytes),
         });
     progress.started(file_count, size_bytes);
@@ -196,9 +224,25 @@ pub async fn backup<S: BackupService, C: Clock>(
         batch_bytes: 0,
         stats: BackupStats::default(),
     };
-    let events = pipeline::start(options.pipeline, source, entries, config.chunker);
-    let manifest_entries = run.consume(events, progress).await?;
+    let candidates = parent.map(|parent| unchanged_candidates(&entries, parent));
+    let mut reused = match candidates {
+        Some(candidates) if !candidates.is_empty() => run.confirm_present(candidates).await?,
+        _ => HashMap::new(),
+    };
+    progress.advanced(run.stats.unchanged_bytes);
+    let order: Vec<String> = entries.iter().map(|entry| entry.path.clone()).collect();
+    let to_read = entries
+        .into_iter()
+        .filter(|entry| !reused.contains_key(&entry.path))
+        .collect();
+    let events = pipeline::start(options.pipeline, source, to_read, config.chunker);
+    let mut read = run.consume(events, progress).await?;
     run.flush().await?;
+    // Back in listing order (parents first); skipped entries are in neither.
+    let manifest_entries = order
+        .iter()
+        .filter_map(|path| reused.remove(path).or_else(|| read.remove(path)))
+        .collect();
     // Every chunk named is now present or durably stored: commit, last.
     let manifest = Manifest {
         label: options.label.clone(),
@@ -224,16 +268,22 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         &mut self,
         mut events: Box<dyn EventStream + Send>,
         progress: &dyn Progress,
-    ) -> Result<Vec<Entry>, BackupError> {
-        let mut manifest_entries = Vec::new();
+    ) -> Result<HashMap<String, Entry>, BackupError> {
+        let mut manifest_entries = HashMap::new();
         let mut current_file: Option<(Entry, Vec<Fingerprint>, u64)> = None;
         while let Some(event) = events.next_event() {
             match event {
                 SourceEvent::Entry(entry) => self.add_entry(entry, &mut manifest_entries),
                 SourceEvent::FileStart(entry) => {
+                    let stamp = match entry.kind {
+                        SourceKind::File { stamp, .. } => stamp,
+                        _ => return Err(protocol("a file start for a non-file")),
+                    };
+                    // Size and chunks are filled in at the file's end.
                     let kind = EntryKind::File {
                         size_bytes: 0,
                         chunks: Vec::new(),
+                        stamp,
                     };
                     let manifest_entry = Entry {
                         path: entry.path,
@@ -252,12 +302,17 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
                     self.add_chunk(fingerprint, bytes).await?;
                 }
                 SourceEvent::FileEnd => {
-                    let (mut entry, chunks, size_bytes) = current_file
+                    let (mut entry, new_chunks, new_size_bytes) = current_file
                         .take()
                         .ok_or_else(|| protocol("a file end outside a file"))?;
-                    entry.kind = EntryKind::File { size_bytes, chunks };
+                    if let EntryKind::File {
+                        size_bytes, chunks, ..
+                    } = &mut entry.kind
+                    {
+                        (*size_bytes, *chunks) = (new_size_bytes, new_chunks);
+                    }
                     self.stats.files += 1;
-                    manifest_entries.push(entry);
+                    manifest_entries.insert(entry.path.clone(), entry);
                 }
                 SourceEvent::FileFailed { reason } => {
                     let (entry, ..) = current_file
@@ -273,7 +328,7 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         Ok(manifest_entries)
     }
 
-    fn add_entry(&mut self, entry: crate::source::SourceEntry, out: &mut Vec<Entry>) {
+    fn add_entry(&mut self, entry: SourceEntry, out: &mut HashMap<String, Entry>) {
         let kind = match entry.kind {
             SourceKind::Directory => {
                 self.stats.directories += 1;
@@ -292,11 +347,60 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
             }
             SourceKind::File { .. } => unreachable!("files arrive as FileStart"),
         };
-        out.push(Entry {
-            path: entry.path,
-            mode: entry.mode,
-            kind,
-        });
+        let path = entry.path.clone();
+        let mode = entry.mode;
+        out.insert(path.clone(), Entry { path, mode, kind });
+    }
+
+    /// Keeps the candidates whose every chunk the index says is present,
+    /// and counts them as reused. Fingerprints are asked once each, in
+    /// batches; those confirmed need not be asked again in this run.
+    async fn confirm_present(
+        &mut self,
+        candidates: HashMap<String, Entry>,
+    ) -> Result<HashMap<String, Entry>, BackupError> {
+        let mut unique = HashSet::new();
+        for entry in candidates.values() {
+            unique.extend(file_chunks(entry).iter().copied());
+        }
+        let mut unique: Vec<Fingerprint> = unique.into_iter().collect();
+        unique.sort_unstable();
+        let mut present = HashSet::new();
+        for batch in unique.chunks(CONFIRM_BATCH_FINGERPRINTS) {
+            self.stats.index_lookups += batch.len() as u64;
+            let answers = self
+                .service
+                .query(self.options.client, batch.to_vec(), self.clock.now_ms())
+                .await?;
+            if answers.len() != batch.len() {
+                let problem = format!("{} answers for {} fingerprints", answers.len(), batch.len());
+                return Err(BackupError::Protocol(problem));
+            }
+            let confirmed = batch.iter().zip(&answers);
+            present.extend(
+                confirmed
+                    .filter(|(_, answer)| **answer == Answer::Present)
+                    .map(|(f, _)| *f),
+            );
+        }
+        let mut reused = HashMap::new();
+        for (path, entry) in candidates {
+            let chunks = file_chunks(&entry);
+            if chunks
+                .iter()
+                .all(|fingerprint| present.contains(fingerprint))
+            {
+                self.stats.files += 1;
+                self.stats.unchanged_files += 1;
+                self.stats.chunks += chunks.len() as u64;
+                if let EntryKind::File { size_bytes, .. } = entry.kind {
+                    self.stats.unchanged_bytes += size_bytes;
+                }
+                reused.insert(path, entry);
+            }
+        }
+        self.seen.extend(present);
+        Ok(reused)
     }
 
     async fn add_chunk(
@@ -406,6 +510,59 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         }
         Ok((upload, waiting, soonest_expiry_ms))
     }
+}
+
+/// Fingerprints asked per index query when confirming reused chunks.
+const CONFIRM_BATCH_FINGERPRINTS: usize = 4096;
+
+fn file_chunks(entry: &Entry) -> &[Fingerprint] {
+    match &entry.kind {
+        EntryKind::File { chunks, .. } => chunks,
+        _ => &[],
+    }
+}
+
+/// The files of `entries` that `parent` holds at the same path with the same
+/// size and stamp, as entries for the new manifest (its mode and stamp, the
+/// parent's chunks). Files without a stamp are never candidates.
+fn unchanged_candidates(entries: &[SourceEntry], parent: &Manifest) -> HashMap<String, Entry> {
+    let parent_files: HashMap<&str, (u64, &FileStamp, &Vec<Fingerprint>)> = parent
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::File {
+                size_bytes,
+                chunks,
+                stamp: Some(stamp),
+            } => Some((entry.path.as_str(), (*size_bytes, stamp, chunks))),
+            _ => None,
+        })
+        .collect();
+    let mut candidates = HashMap::new();
+    for entry in entries {
+        let SourceKind::File {
+            size_bytes,
+            stamp: Some(stamp),
+        } = &entry.kind
+        else {
+            continue;
+        };
+        let Some((parent_size_bytes, parent_stamp, chunks)) = parent_files.get(entry.path.as_str())
+        else {
+            continue;
+        };
+        if parent_size_bytes == size_bytes && *parent_stamp == stamp {
+            let kind = EntryKind::File {
+                size_bytes: *size_bytes,
+                chunks: (*chunks).clone(),
+                stamp: Some(*stamp),
+            };
+            let path = entry.path.clone();
+            let mode = entry.mode;
+            candidates.insert(path.clone(), Entry { path, mode, kind });
+        }
+    }
+    candidates
 }
 
 /// The snapshot whose id starts with `prefix`: exactly one must match.

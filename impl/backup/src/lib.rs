@@ -54,4 +54,4 @@ pub use repository::Repository;
 pub use restore::{RestoreError, RestoreStats};
 pub use ring::Ring;
 pub use service::{Answer, BackupService, ClientId, ConcurrencyMode, RepoConfig, ServiceError};
-pub use source::{FsSource, MemoryEntry, MemorySource, Source, SourceEntry, SourceKind};
+pub use source::{FileStamp, FsSource, MemoryEntry, MemorySource, Source, SourceEntry, SourceKind};

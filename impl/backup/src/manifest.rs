@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use crate::Fingerprint;
+use crate::source::FileStamp;
 
 /// A snapshot's name: the SHA-256 (hex) of its manifest's JSON.
 #[derive(
@@ -32,10 +33,15 @@ impl fmt::Display for SnapshotId {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum EntryKind {
-    /// A regular file: its length and its chunks in order.
+    /// A regular file: its length and its chunks in order, and the stamp it
+    /// had when listed, so the next backup can reuse its chunks unread if
+    /// the stamp is unchanged (absent for sources without one; then not
+    /// written, so such manifests keep their old form and id).
     File {
         size_bytes: u64,
         chunks: Vec<Fingerprint>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<FileStamp>,
     },
     /// A directory.
     Directory,
@@ -173,8 +179,14 @@ impl Manifest {
 
     /// A one-line summary for listings.
     pub fn summary(&self) -> SnapshotSummary {
+        self.summary_as(self.id())
+    }
+
+    /// The summary under the id this manifest is stored as (the hash of its
+    /// stored bytes, which a re-serialization need not reproduce).
+    pub fn summary_as(&self, id: SnapshotId) -> SnapshotSummary {
         let mut summary = SnapshotSummary {
-            id: self.id(),
+            id,
             label: self.label.clone(),
             time_unix_ms: self.time_unix_ms,
             file_count: 0,
@@ -251,6 +263,7 @@ mod tests {
         let file = EntryKind::File {
             size_bytes: 0,
             chunks: vec![],
+            stamp: None,
         };
         let error = manifest(vec![("out", link), ("out/passwd", file)])
             .validate()
@@ -261,15 +274,31 @@ mod tests {
 
     #[test]
     fn id_is_stable_and_json_round_trips() {
-        let file = EntryKind::File {
+        let file = |stamp| EntryKind::File {
             size_bytes: 3,
             chunks: vec![Fingerprint::of(b"abc")],
+            stamp,
         };
-        let original = manifest(vec![("d", EntryKind::Directory), ("d/f", file)]);
+        let stamp = FileStamp {
+            modified_ns: -5,
+            changed_ns: 1_700_000_000_000_000_007,
+            inode: u64::MAX,
+        };
+        let entries = vec![
+            ("d", EntryKind::Directory),
+            ("d/f", file(None)),
+            ("d/g", file(Some(stamp))),
+        ];
+        let original = manifest(entries);
         original.validate().unwrap();
-        let back: Manifest = serde_json::from_slice(&original.to_json()).unwrap();
+        let json = String::from_utf8(original.to_json()).unwrap();
+        // An unstamped file keeps the form manifests had before stamps.
+        assert_eq!(json.matches("\"stamp\"").count(), 1, "{json}");
+        let back: Manifest = serde_json::from_slice(json.as_bytes()).unwrap();
         assert_eq!(back, original);
         assert_eq!(back.id(), original.id());
-        assert_eq!(original.summary().size_bytes, 3);
+        assert_eq!(original.summary().size_bytes, 6);
+        let renamed = SnapshotId("stored-name".to_string());
+        assert_eq!(original.summary_as(renamed.clone()).id, renamed);
     }
 }

@@ -134,7 +134,7 @@ impl RawProducer {
             });
         }
         let entry = self.entries.next()?;
-        let SourceKind::File { size_bytes } = entry.kind else {
+        let SourceKind::File { size_bytes, .. } = entry.kind else {
             return Some(RawEvent::Entry(entry));
         };
         match self.source.open(&entry.path) {

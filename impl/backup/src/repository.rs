@@ -314,7 +314,7 @@ impl Repository {
         let mut summaries = Vec::new();
         for id in self.manifests.ids()? {
             match self.manifests.get(&id) {
-                Ok(manifest) => summaries.push(manifest.summary()),
+                Ok(manifest) => summaries.push(manifest.summary_as(id)),
                 // One damaged manifest must not hide the others (restore finds
                 // snapshots through this list); fsck names it.
                 Err(ServiceError::ManifestInvalid { problem, .. }) => {

@@ -175,7 +175,10 @@ pub async fn write_file<S: BackupService, W: Write>(
     writer: &mut W,
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
-    let EntryKind::File { size_bytes, chunks } = &entry.kind else {
+    let EntryKind::File {
+        size_bytes, chunks, ..
+    } = &entry.kind
+    else {
         return Ok(());
     };
     let mut written_bytes = 0_u64;

@@ -10,11 +10,32 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+/// What the file system says about a file's last change, as listed. Equal
+/// stamps (and sizes) across two backups mean the file is taken as unchanged
+/// and its chunks are reused without reading it, as restic and borg do.
+/// The ctime catches what a tool resetting mtime hides; the inode catches a
+/// file replaced by another. The gap is a file rewritten within one
+/// timestamp tick of the file system *and* left at the same size, inode and
+/// ctime: `crosscheck backup --force` reads everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub modified_ns: i64,
+    /// Last status change, nanoseconds since the Unix epoch.
+    pub changed_ns: i64,
+    /// The inode number.
+    pub inode: u64,
+}
+
 /// What an entry of the source is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
-    /// A regular file, with its size when listed (it may change while read).
-    File { size_bytes: u64 },
+    /// A regular file, with its size when listed (it may change while read)
+    /// and, when the source has one, its change stamp.
+    File {
+        size_bytes: u64,
+        stamp: Option<FileStamp>,
+    },
     /// A directory.
     Directory,
     /// A symbolic link: its target text, never followed.
@@ -99,8 +120,10 @@ impl Source for MemorySource {
                 path: path.clone(),
                 mode: *mode,
                 kind: match entry {
+                    // An in-memory tree has no clock: no stamp, never reused.
                     MemoryEntry::File(bytes) => SourceKind::File {
                         size_bytes: bytes.len() as u64,
+                        stamp: None,
                     },
                     MemoryEntry::Directory => SourceKind::Directory,
                     MemoryEntry::Symlink(target) => SourceKind::Symlink {
@@ -203,7 +226,7 @@ fn join_relative(prefix: &str, name: &str) -> String {
 
 /// Classifies one path with `lstat`: symlinks are described, not followed.
 fn describe(full: &Path, path: String) -> SourceEntry {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let metadata = match std::fs::symlink_metadata(full) {
         Ok(metadata) => metadata,
         Err(error) => {
@@ -218,8 +241,19 @@ fn describe(full: &Path, path: String) -> SourceEntry {
     let mode = metadata.permissions().mode() & 0o7777;
     let file_type = metadata.file_type();
     let kind = if file_type.is_file() {
+        let nanos = |seconds: i64, nanoseconds: i64| {
+            seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(nanoseconds)
+        };
+        let stamp = FileStamp {
+            modified_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            changed_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+        };
         SourceKind::File {
             size_bytes: metadata.len(),
+            stamp: Some(stamp),
         }
     } else if file_type.is_dir() {
         SourceKind::Directory

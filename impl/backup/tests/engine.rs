@@ -346,6 +346,7 @@ fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
         kind: EntryKind::File {
             size_bytes: 0,
             chunks: vec![],
+            stamp: None,
         },
     };
     let link = |path: &str, target: &str| Entry {
