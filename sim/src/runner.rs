@@ -202,8 +202,30 @@ fn run_in_runtime(scenario: &dyn Scenario, context: RunContext) -> (Vec<Violatio
             let detail = format!("oracle={} {}", violation.oracle, violation.detail);
             trace.record("harness", Word::Violation, detail);
         }
-        (violations, madsim::time::TimeHandle::current().elapsed())
+        let simulated = madsim::time::TimeHandle::current().elapsed();
+        reap_nodes().await;
+        (violations, simulated)
     })
+}
+
+/// Kills every named node and lets the executor drop their tasks. madsim 0.2.34 does not
+/// cancel tasks when a runtime is dropped, and a node's task that holds an endpoint or a
+/// handle forms a cycle with the runtime's own state, so without this every seed leaked
+/// its whole cluster (about 0.6 MB a seed: a 100,000-seed run was killed for memory).
+/// Runs after the oracles and the simulated time are taken, so no result depends on it.
+async fn reap_nodes() {
+    let handle = madsim::runtime::Handle::current();
+    let names = handle.metrics().num_tasks_by_node().into_keys();
+    // madsim names an unnamed node `node-<id>`, which it cannot look up; ours are named.
+    let unnamed = |name: &str| {
+        let digits = name.strip_prefix("node-");
+        digits.is_some_and(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
+    };
+    for name in names.filter(|name| !unnamed(name)) {
+        handle.kill(name.as_str());
+    }
+    // Killed tasks are dropped when the executor next takes them from its queue.
+    madsim::time::sleep(Duration::from_millis(1)).await;
 }
 
 fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
