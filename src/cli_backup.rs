@@ -220,7 +220,54 @@ impl Drop for ByteBar {
     }
 }
 
-fn open_repository(repo: &Path) -> anyhow::Result<Repository> {
+/// A lock on a repository directory, held by this process until dropped.
+/// The kernel releases it when the process dies, so a `kill -9` leaves no
+/// stale lock behind.
+pub struct RepoLock {
+    _file: std::fs::File,
+}
+
+/// The lock file inside a repository: not part of the repository's data.
+const LOCK_FILE: &str = "repository.lock";
+
+/// Locks `repo`: exclusive for anything that writes or removes (backup,
+/// `fsck --cleanup`), shared for readers. A cleanup running beside a backup
+/// would remove packs the backup has written but not yet committed, so the
+/// two must never overlap; readers may share. Never waits: a busy
+/// repository is an error that says so.
+pub fn lock_repository(repo: &Path, exclusive: bool) -> anyhow::Result<RepoLock> {
+    let path = repo.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the repository lock {}", path.display()))?;
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(RepoLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let wanted = if exclusive { "alone" } else { "beside readers" };
+            bail!(
+                "the repository at {} is in use by another crosscheck process (it holds {}); \
+                 this command must run {wanted}. Wait for the other process to finish and run \
+                 it again",
+                repo.display(),
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Opens an existing repository under its lock (see [`lock_repository`]).
+fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Repository)> {
     if !repo.is_dir() {
         bail!(
             "expected a repository directory at {}; found none. \
@@ -229,9 +276,11 @@ fn open_repository(repo: &Path) -> anyhow::Result<Repository> {
             repo.display()
         );
     }
+    let lock = lock_repository(repo, exclusive)?;
     let disk = RealDisk::open(repo).with_context(|| format!("opening {}", repo.display()))?;
-    Repository::open(Arc::new(disk))
-        .with_context(|| format!("opening the repository at {}", repo.display()))
+    let repository = Repository::open(Arc::new(disk))
+        .with_context(|| format!("opening the repository at {}", repo.display()))?;
+    Ok((lock, repository))
 }
 
 pub fn backup(args: BackupArgs) -> anyhow::Result<Verdict> {
@@ -261,6 +310,7 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
     }
     let disk = RealDisk::open(repo)
         .with_context(|| format!("creating the repository directory {}", repo.display()))?;
+    let _lock = lock_repository(repo, true)?;
     let repository = Repository::open_or_create(Arc::new(disk), RepoConfig::default())
         .with_context(|| format!("opening or creating the repository at {}", repo.display()))?;
     let label = source
@@ -415,7 +465,7 @@ fn print_backup(summary: &BackupSummary) {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
-    let repository = open_repository(&args.repo)?;
+    let (_lock, repository) = open_repository(&args.repo, false)?;
     let id = pollster::block_on(client::find_snapshot(&repository, &args.snapshot))
         .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
     let bar = ByteBar::spinner("restoring");
@@ -454,7 +504,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
 }
 
 pub fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Verdict> {
-    let repository = open_repository(&args.repo)?;
+    let (_lock, repository) = open_repository(&args.repo, false)?;
     let list: Vec<SnapshotSummary> = pollster::block_on(repository.list_snapshots())
         .with_context(|| format!("listing snapshots in {}", args.repo.display()))?;
     if args.json {
@@ -518,7 +568,7 @@ fn utc_text(time_unix_ms: u64) -> String {
 }
 
 pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
-    let repository = open_repository(&args.repo)?;
+    let (_lock, repository) = open_repository(&args.repo, args.cleanup)?;
     let bar = ByteBar::new("fsck");
     let report = backup::fsck::fsck(&repository, &mut |done, total| {
         bar.0.set_length(total);

@@ -629,3 +629,52 @@ fn kill_9_mid_backup_leaves_every_earlier_snapshot_restorable() {
         "cleanup removed them: {cleaned} {after}"
     );
 }
+
+#[test]
+fn a_repository_in_use_is_refused_with_a_clear_error_and_nothing_lost() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    write_tree(&source, &mut rng, 3, 64 << 10);
+    let first = backup(&source, &repo);
+    let args = |words: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = words.iter().map(Into::into).collect();
+        args.extend(["--repo".into(), repo.clone().into_os_string()]);
+        args
+    };
+    let backup_args = args(&["backup", source.to_str().unwrap(), "--json"]);
+    let cleanup_args = args(&["fsck", "--cleanup", "--json"]);
+    let list_args = args(&["snapshots", "--json"]);
+    let run = |args: &[std::ffi::OsString]| {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        crosscheck(&args)
+    };
+    let refused = |output: &Output, what: &str| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("in use by another crosscheck process"),
+            "{what}: {stderr}"
+        );
+    };
+    // Another process holds it for writing: nobody else gets in.
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(repo.join("repository.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    refused(&run(&backup_args), "backup beside a writer");
+    refused(&run(&list_args), "snapshots beside a writer");
+    lock.unlock().unwrap();
+    // Another process reads it: readers share, writers wait.
+    lock.lock_shared().unwrap();
+    assert!(run(&list_args).status.success());
+    refused(&run(&backup_args), "backup beside a reader");
+    refused(&run(&cleanup_args), "cleanup beside a reader");
+    drop(lock);
+    // Nothing was lost or half-written: the repository is clean and usable.
+    let (code, report) = fsck(&repo);
+    assert_eq!(code, Some(0), "{report}");
+    let again = backup(&source, &repo);
+    assert_eq!(again["parent"], first["snapshot_id"], "{again}");
+}

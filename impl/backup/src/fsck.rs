@@ -194,7 +194,8 @@ fn find_temp_files(disk: &dyn Disk, dir: &str) -> Result<Vec<String>, ServiceErr
 ///
 /// Not yet: removing unreferenced chunks (prune). A pack can only go once
 /// none of its chunks is referenced and the index shards have forgotten them
-/// first, with no backup running; that needs a repository lock.
+/// first, with no backup running (the CLI's exclusive repository lock gives
+/// that last part: see `lock_repository` in `src/cli_backup.rs`).
 pub fn cleanup(repository: &Repository) -> Result<Vec<String>, ServiceError> {
     let disk = repository.disk().as_ref();
     let temp_files = find_temp_files(disk, "")?;
