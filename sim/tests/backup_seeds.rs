@@ -116,3 +116,27 @@ fn replaying_a_failing_seed_twice_gives_the_identical_trace() {
         );
     }
 }
+
+/// Bit flips reach index disks too: a shard that restarts over a flipped segment must
+/// drop it (its checksum fails) and the seed must still pass every oracle.
+#[test]
+fn a_flipped_index_segment_is_dropped_and_the_seed_still_passes() {
+    let scenario = BackupScenario::default();
+    let hunted_seeds_max = 2_000;
+    let found = (CI_BASE_SEED..CI_BASE_SEED + hunted_seeds_max).find_map(|seed| {
+        let config = sim::config::SimConfig::from_seed(seed);
+        if !config.kill_restart || config.disk.corruption_rate == 0.0 {
+            return None; // No crash, no flip: skip the run.
+        }
+        let outcome = run_seed(&scenario, seed, "optimistic");
+        let dropped = outcome.events.iter().any(|event| {
+            event.node.starts_with("index") && event.detail.starts_with("dropped: index segment")
+        });
+        dropped.then_some(outcome)
+    });
+    let outcome = found.unwrap_or_else(|| {
+        panic!("no seed in {hunted_seeds_max} flipped an index segment: the fault never fires")
+    });
+    println!("seed {} dropped a damaged index segment", outcome.seed);
+    assert!(outcome.passed(), "{}", outcome.failure_report("backup"));
+}

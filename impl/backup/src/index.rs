@@ -7,8 +7,16 @@
 //! not know: the next backup uploads it again, harmlessly. The reverse — the
 //! index claiming a chunk the store lacks — would make later snapshots name
 //! missing bytes; [`ConcurrencyMode::Naive`] commits exactly that bug on
-//! purpose. Records are durable segment files, `<dir>/<sequence>.seg`, each a
-//! run of 32-byte fingerprints written with `write_atomic`.
+//! purpose. Records are durable segment files, `<dir>/<sequence>.seg`,
+//! written with `write_atomic`.
+//!
+//! A segment is the magic `CCIDXSG1`, a run of 32-byte fingerprints, and the
+//! SHA-256 of everything before it. A segment that fails that check on open
+//! (a bit flip at rest, a torn write, a file from before checksums) is
+//! reported as a [`SegmentDamage`] naming it, and its fingerprints are left
+//! out: a damaged segment never makes the index claim a chunk, and losing
+//! claims is safe — the next backup uploads those chunks again. The file
+//! stays until the next compaction, so it can be inspected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,6 +27,22 @@ use crate::{BloomFilter, Fingerprint};
 
 /// Segments beyond this many are merged into one at the next record.
 const SEGMENT_COUNT_MAX: usize = 64;
+/// The first bytes of every segment: its format, version 1.
+const SEGMENT_MAGIC: &[u8; 8] = b"CCIDXSG1";
+/// The checksum closing every segment: SHA-256, the size of a fingerprint.
+const SEGMENT_CHECKSUM_BYTES: usize = Fingerprint::SIZE_BYTES;
+
+/// A segment whose bytes failed the check on open; its fingerprints were left out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "index segment {path} is damaged ({reason}): expected a checksummed segment; its \
+     fingerprints are ignored and their chunks will be uploaded again; the file is removed \
+     at the next compaction"
+)]
+pub struct SegmentDamage {
+    pub path: String,
+    pub reason: String,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -34,6 +58,9 @@ struct IndexState {
     segment_sequence_next: u64,
     /// Recorded in memory, not yet in a segment (see [`Index::record_deferred`]).
     pending: Vec<Fingerprint>,
+    /// Segments found damaged at open; their files go at the next compaction.
+    damaged: Vec<SegmentDamage>,
+    damaged_names: Vec<String>,
     /// No lease is granted before this time (see [`Index::refuse_leases_until`]).
     leases_refused_until_ms: u64,
 }
@@ -47,7 +74,10 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens (or starts) the shard stored under `dir`, loading every segment.
+    /// Opens (or starts) the shard stored under `dir`, loading every sound
+    /// segment; damaged ones are left out and listed by
+    /// [`Index::damaged_segments`] (see the module doc). An I/O error fails the
+    /// open: unlike damage, it may pass, and retrying is the caller's choice.
     /// Leases are not durable: after a restart every lease is free, which is
     /// safe because a lease only avoids duplicate uploads.
     pub fn open(disk: Arc<dyn Disk>, dir: &str, mode: ConcurrencyMode) -> ServiceResult<Self> {
@@ -60,23 +90,20 @@ impl Index {
             let bytes = disk
                 .read(&path)
                 .map_err(|error| ServiceError::storage(&path, &error))?;
-            if bytes.len() % Fingerprint::SIZE_BYTES != 0 {
-                return Err(ServiceError::Repository {
-                    detail: format!(
-                        "index segment {path} is {} bytes, not a multiple of 32: it is damaged; \
-                         delete it and its fingerprints will be uploaded again",
-                        bytes.len()
-                    ),
-                });
-            }
-            for raw in bytes.chunks_exact(Fingerprint::SIZE_BYTES) {
-                state
-                    .present
-                    .insert(Fingerprint(raw.try_into().expect("32 bytes")));
-            }
             let sequence = name.trim_end_matches(".seg").parse::<u64>().unwrap_or(0);
             state.segment_sequence_next = state.segment_sequence_next.max(sequence + 1);
-            state.segment_names.push(name);
+            match decode_segment(&bytes) {
+                Ok(fingerprints) => {
+                    state.present.extend(fingerprints);
+                    state.segment_names.push(name);
+                }
+                Err(reason) => {
+                    let damage = SegmentDamage { path, reason };
+                    tracing::info!("{damage}");
+                    state.damaged.push(damage);
+                    state.damaged_names.push(name);
+                }
+            }
         }
         Ok(Self {
             disk,
@@ -89,6 +116,11 @@ impl Index {
     /// The shard's concurrency mode.
     pub fn mode(&self) -> ConcurrencyMode {
         self.mode
+    }
+
+    /// The segments [`Index::open`] found damaged and left out.
+    pub fn damaged_segments(&self) -> Vec<SegmentDamage> {
+        self.state.lock().expect("index lock").damaged.clone()
     }
 
     /// Grants no lease before `until_ms`: every missing fingerprint is answered
@@ -203,13 +235,16 @@ impl Index {
         Ok(())
     }
 
-    /// Merges all segments into one. The merged segment is durable before
-    /// the old ones go, so a crash in between only leaves duplicates.
+    /// Merges all segments into one and removes damaged ones. The merged
+    /// segment is durable before the old ones go, so a crash in between only
+    /// leaves duplicates.
     fn compact(&self, state: &mut IndexState) -> ServiceResult<()> {
         let mut recorded: Vec<&Fingerprint> = state.present.iter().collect();
         recorded.sort_unstable();
         let name = self.write_segment(state.segment_sequence_next, recorded.into_iter())?;
-        for old_name in std::mem::take(&mut state.segment_names) {
+        let mut old_names = std::mem::take(&mut state.segment_names);
+        old_names.append(&mut state.damaged_names);
+        for old_name in old_names {
             let old_path = disk::join(&self.dir, &old_name);
             self.disk
                 .remove(&old_path)
@@ -230,8 +265,16 @@ impl Index {
         sequence: u64,
         fingerprints: impl ExactSizeIterator<Item = &'a Fingerprint>,
     ) -> ServiceResult<String> {
-        let mut bytes = Vec::with_capacity(fingerprints.len() * Fingerprint::SIZE_BYTES);
+        let mut bytes = Vec::with_capacity(
+            SEGMENT_MAGIC.len()
+                + fingerprints.len() * Fingerprint::SIZE_BYTES
+                + SEGMENT_CHECKSUM_BYTES,
+        );
+        bytes.extend_from_slice(SEGMENT_MAGIC);
         fingerprints.for_each(|fingerprint| bytes.extend_from_slice(&fingerprint.0));
+        let checksum = Fingerprint::of(&bytes);
+        bytes.extend_from_slice(&checksum.0);
+        debug_assert!(decode_segment(&bytes).is_ok());
         let name = format!("{sequence:016}.seg");
         let path = disk::join(&self.dir, &name);
         disk::write_atomic(self.disk.as_ref(), &path, &bytes)
@@ -277,6 +320,37 @@ impl Index {
             .iter()
             .for_each(|fingerprint| filter.insert(fingerprint));
     }
+}
+
+/// The fingerprints of a segment's bytes, or why they cannot be trusted.
+fn decode_segment(bytes: &[u8]) -> Result<Vec<Fingerprint>, String> {
+    let overhead_bytes = SEGMENT_MAGIC.len() + SEGMENT_CHECKSUM_BYTES;
+    if bytes.len() < overhead_bytes || !bytes.starts_with(SEGMENT_MAGIC) {
+        return Err(format!(
+            "{} bytes without the {:?} header",
+            bytes.len(),
+            String::from_utf8_lossy(SEGMENT_MAGIC)
+        ));
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - SEGMENT_CHECKSUM_BYTES);
+    if Fingerprint::of(body).0.as_slice() != checksum {
+        return Err(format!(
+            "{} bytes failing their SHA-256 checksum",
+            bytes.len()
+        ));
+    }
+    let fingerprints = &body[SEGMENT_MAGIC.len()..];
+    if fingerprints.len() % Fingerprint::SIZE_BYTES != 0 {
+        // A checksum that matches over a ragged body was written by other code.
+        return Err(format!(
+            "a checksummed body of {} bytes, not a multiple of 32",
+            fingerprints.len()
+        ));
+    }
+    let decoded = fingerprints.chunks_exact(Fingerprint::SIZE_BYTES);
+    Ok(decoded
+        .map(|raw| Fingerprint(raw.try_into().expect("32 bytes")))
+        .collect())
 }
 
 #[cfg(test)]
@@ -373,5 +447,65 @@ mod tests {
         let reopened = Index::open(disk, "index/0", ConcurrencyMode::Optimistic).unwrap();
         assert_eq!(reopened.len(), 200);
         assert!(all.iter().all(|fingerprint| reopened.contains(fingerprint)));
+        assert!(reopened.damaged_segments().is_empty());
+    }
+
+    /// A bit flip at rest in a segment: the open must name the segment and
+    /// claim none of its fingerprints, while the sound segments still load.
+    #[test]
+    fn a_flipped_byte_in_a_segment_is_detected_and_claims_nothing() {
+        let (_dir, disk, index) = open(ConcurrencyMode::Optimistic);
+        let sound = Fingerprint::of(b"sound");
+        let damaged = [Fingerprint::of(b"one"), Fingerprint::of(b"two")];
+        index.record(&[sound]).unwrap();
+        index.record(&damaged).unwrap();
+        let path = "index/0/0000000000000001.seg";
+        let mut bytes = disk.read(path).unwrap();
+        assert_eq!(bytes.len(), 8 + 2 * 32 + 32);
+        for at in [0, 8, 40, bytes.len() - 1] {
+            bytes[at] ^= 0x10;
+            disk::write_atomic(disk.as_ref(), path, &bytes).unwrap();
+            let reopened = Index::open(disk.clone(), "index/0", ConcurrencyMode::Optimistic);
+            let reopened = reopened.unwrap();
+            assert!(reopened.contains(&sound), "flip at byte {at}");
+            assert!(
+                damaged.iter().all(|f| !reopened.contains(f)),
+                "flip at {at}"
+            );
+            let reports = reopened.damaged_segments();
+            assert_eq!(reports.len(), 1, "flip at byte {at}");
+            assert_eq!(reports[0].path, path);
+            assert!(reports[0].to_string().contains(path), "{}", reports[0]);
+            bytes[at] ^= 0x10;
+        }
+        // A torn write (a prefix) is detected the same way.
+        disk::write_atomic(disk.as_ref(), path, &bytes[..50]).unwrap();
+        let reopened = Index::open(disk.clone(), "index/0", ConcurrencyMode::Optimistic);
+        assert_eq!(reopened.unwrap().damaged_segments().len(), 1);
+        disk::write_atomic(disk.as_ref(), path, &bytes).unwrap();
+        let healed = Index::open(disk, "index/0", ConcurrencyMode::Optimistic).unwrap();
+        assert!(healed.damaged_segments().is_empty() && healed.len() == 3);
+    }
+
+    #[test]
+    fn compaction_removes_damaged_segments_and_keeps_sound_records() {
+        let (_dir, disk, index) = open(ConcurrencyMode::Optimistic);
+        index.record(&[Fingerprint::of(b"kept")]).unwrap();
+        disk::write_atomic(disk.as_ref(), "index/0/0000000000000007.seg", b"junk").unwrap();
+        let reopened = Index::open(disk.clone(), "index/0", ConcurrencyMode::Optimistic).unwrap();
+        assert_eq!(reopened.damaged_segments().len(), 1);
+        for i in 0..SEGMENT_COUNT_MAX as u32 + 1 {
+            reopened
+                .record(&[Fingerprint::of(&i.to_le_bytes())])
+                .unwrap();
+        }
+        let names = disk.list("index/0").unwrap();
+        assert!(
+            !names.contains(&"0000000000000007.seg".to_string()),
+            "{names:?}"
+        );
+        let last = Index::open(disk, "index/0", ConcurrencyMode::Optimistic).unwrap();
+        assert!(last.damaged_segments().is_empty());
+        assert_eq!(last.len(), SEGMENT_COUNT_MAX + 2);
     }
 }

@@ -305,13 +305,9 @@ fn make_servers(
     settings: VariantSettings,
     faults: &DiskFaults,
 ) -> (Vec<ServerState>, Vec<ServerState>) {
+    // Every disk gets the seed's bit flips: index segments are checksummed, so a flip
+    // there drops the segment's claims (the client uploads again), never plants one.
     let disk_faults = |is_store: bool| DiskFaults {
-        // Index segments carry no checksum; see the gap named in `start_servers`.
-        corruption_rate: if is_store {
-            faults.corruption_rate
-        } else {
-            0.0
-        },
         fsync_ignored: is_store && settings.stores_ignore_fsync,
         ..*faults
     };
@@ -367,9 +363,6 @@ fn start_servers(
     trace: &Trace,
     observations: &Arc<Mutex<Observations>>,
 ) -> Vec<FaultTarget> {
-    // Not yet: bit flips on index and manifest disks. Index segments carry no checksum,
-    // so a flip there plants a false claim that no oracle could tell from a bug; the
-    // fault model corrupts only chunk stores until segments are checksummed.
     let mut targets = Vec::new();
     for (shard, server) in shards.iter().enumerate() {
         let (server_for_init, trace, observations) =
@@ -478,6 +471,7 @@ fn final_checks(
         manifests_corrupted,
     );
     violations.extend(oracles::check_index_claims(&view, topology));
+    violations.extend(oracles::check_index_damage(&view, &checker.shard_disks));
     violations.extend(oracles::check_leases(
         &observations.lock().expect("observations lock"),
     ));

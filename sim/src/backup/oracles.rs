@@ -11,7 +11,9 @@
 //!   names is durably stored (checked during the run, by the client's service);
 //! - `RestoresIdentical`: after the run, every durable manifest restores byte for byte
 //!   to the tree its client read, and every acknowledged commit is still there;
-//! - `IndexOnlyListsStored`: the durable index never claims a chunk its store lacks;
+//! - `IndexOnlyListsStored`: the durable index never claims a chunk its store lacks, and
+//!   an index segment is found damaged (and its claims dropped) only on a disk the fault
+//!   model flipped bits on — damage anywhere else is a write bug the checksum would hide;
 //! - `NoDuplicateUploadUnderLease` (pessimistic): two clients never hold valid leases on one
 //!   fingerprint at once, and no client uploads a fingerprint while another client's
 //!   lease on it is valid;
@@ -298,6 +300,22 @@ pub fn check_index_claims(view: &DurableView, topology: &Topology) -> Vec<Violat
                 unbacked.len(),
                 &first.to_hex()[..12]
             );
+            violations.push(Violation::safety("IndexOnlyListsStored", detail));
+        }
+    }
+    violations
+}
+
+/// The second half of `IndexOnlyListsStored`: see the module doc.
+pub fn check_index_damage(view: &DurableView, shard_disks: &[SimDisk]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (shard, (index, disk)) in view.shards.iter().zip(shard_disks).enumerate() {
+        let Ok(index) = index else {
+            continue; // `check_index_claims` reports a shard that cannot open.
+        };
+        let damaged = index.damaged_segments();
+        if let (Some(first), true) = (damaged.first(), disk.corrupted_paths().is_empty()) {
+            let detail = format!("index shard {shard}, no bit flip injected: {first}");
             violations.push(Violation::safety("IndexOnlyListsStored", detail));
         }
     }

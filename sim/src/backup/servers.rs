@@ -85,6 +85,9 @@ pub async fn run_index_node(
     let incarnation = server.incarnation.fetch_add(1, Ordering::Relaxed) + 1;
     let disk = server.disk_handle();
     let index = open_retrying(&server, &trace, || Index::open(disk.clone(), "index", mode)).await;
+    for damage in index.damaged_segments() {
+        trace.record(&server.name, Word::Restart, format!("dropped: {damage}"));
+    }
     if let (ConcurrencyMode::Pessimistic { lease_ms }, true) = (mode, incarnation > 1) {
         // Leases of the previous life are forgotten; wait them out before granting.
         index.refuse_leases_until(virtual_now_ms() + lease_ms);
