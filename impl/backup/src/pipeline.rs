@@ -37,9 +37,9 @@ pub enum Pipeline {
 impl Pipeline {
     /// Parallel on every core: hashing is the per-byte bottleneck (SHA-256
     /// ≈1.3 GiB/s per core against ≈2 GiB/s for FastCDC cut points), so
-    /// there is one hasher per core and the chunker shares a core. 16 MiB in
-    /// flight measured better than 64 MiB here (the hand-off stays nearer the
-    /// caches) and covers a pack write, so hashing overlaps the disk.
+    /// there is one hasher per core and the chunker shares a core. 64 MiB in
+    /// flight covers several 16 MiB pack writes, so hashing goes on while
+    /// the consumer waits for the disk.
     pub fn parallel_default() -> Self {
         let cores = std::thread::available_parallelism()
             .map(usize::from)
@@ -233,6 +233,17 @@ impl ByteBudget {
         !state.1
     }
 
+    /// Takes `bytes` if they fit now; false if they do not or it is closed.
+    fn try_acquire(&self, bytes: usize) -> bool {
+        let needed_bytes = bytes.min(self.capacity_bytes);
+        let mut state = self.state.lock().expect("budget lock");
+        if state.1 || state.0 < needed_bytes {
+            return false;
+        }
+        state.0 -= needed_bytes;
+        true
+    }
+
     fn release(&self, bytes: usize) {
         let mut state = self.state.lock().expect("budget lock");
         state.0 = (state.0 + bytes.min(self.capacity_bytes)).min(self.capacity_bytes);
@@ -247,16 +258,69 @@ impl ByteBudget {
 
 /// Reader thread → work queue → hasher threads → result queue → reordering
 /// by sequence number on the consumer's thread, under one byte budget.
+/// Events travel in batches: one channel operation per event made a tree of
+/// small files spend its time waking threads (strace showed 875k
+/// `sched_yield` calls for the Rust docs tree).
 struct ParallelStream {
-    results: Receiver<(u64, usize, SourceEvent)>,
+    results: Receiver<Vec<Sequenced<SourceEvent>>>,
     budget: Arc<ByteBudget>,
     reorder: BTreeMap<u64, (usize, SourceEvent)>,
     sequence_next: u64,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Queue capacity in events; the byte budget is the real bound.
-const QUEUE_EVENTS_MAX: usize = 4096;
+/// An event with its place in the stream and its cost in the byte budget.
+type Sequenced<E> = (u64, usize, E);
+
+/// Queue capacity in batches; the byte budget is the real bound.
+const QUEUE_BATCHES_MAX: usize = 256;
+/// A batch is sent once it holds this many bytes or events, or when the
+/// producer would otherwise wait for budget (so a tiny budget cannot
+/// deadlock on an unsent batch).
+const BATCH_BYTES_MAX: usize = 1 << 20;
+const BATCH_EVENTS_MAX: usize = 256;
+
+/// The producer's side: reads and chunks, and sends events in batches.
+struct BatchingProducer {
+    producer: RawProducer,
+    budget: Arc<ByteBudget>,
+    sender: Sender<Vec<Sequenced<RawEvent>>>,
+    batch: Vec<Sequenced<RawEvent>>,
+    batch_bytes: usize,
+}
+
+impl BatchingProducer {
+    /// Runs until the source is exhausted or the consumer goes away.
+    fn run(mut self) {
+        let mut sequence = 0_u64;
+        while let Some(raw) = self.producer.next_raw() {
+            let cost_bytes = event_cost_bytes(&raw);
+            if !self.budget.try_acquire(cost_bytes) {
+                // Everything in flight before us must be able to drain.
+                if !self.send_batch() || !self.budget.acquire(cost_bytes) {
+                    return;
+                }
+            }
+            self.batch.push((sequence, cost_bytes, raw));
+            self.batch_bytes += cost_bytes;
+            sequence += 1;
+            let full = self.batch_bytes >= BATCH_BYTES_MAX || self.batch.len() >= BATCH_EVENTS_MAX;
+            if full && !self.send_batch() {
+                return;
+            }
+        }
+        self.send_batch();
+    }
+
+    /// Sends the pending batch; false once the consumer is gone.
+    fn send_batch(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        self.batch_bytes = 0;
+        self.sender.send(std::mem::take(&mut self.batch)).is_ok()
+    }
+}
 
 impl ParallelStream {
     fn start(
@@ -267,38 +331,32 @@ impl ParallelStream {
         budget_bytes: usize,
     ) -> Self {
         let budget = Arc::new(ByteBudget::new(budget_bytes));
-        let (work_sender, work_receiver) = bounded::<(u64, usize, RawEvent)>(QUEUE_EVENTS_MAX);
-        let (result_sender, result_receiver) = bounded(QUEUE_EVENTS_MAX);
+        let (work_sender, work_receiver) = bounded::<Vec<Sequenced<RawEvent>>>(QUEUE_BATCHES_MAX);
+        let (result_sender, result_receiver) = bounded(QUEUE_BATCHES_MAX);
         let mut threads = Vec::with_capacity(hasher_threads + 1);
-        let mut producer = RawProducer {
-            source,
-            entries: entries.into_iter(),
-            config,
-            current: None,
+        let producer = BatchingProducer {
+            producer: RawProducer {
+                source,
+                entries: entries.into_iter(),
+                config,
+                current: None,
+            },
+            budget: budget.clone(),
+            sender: work_sender,
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
-        let producer_budget = budget.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut sequence = 0_u64;
-            while let Some(raw) = producer.next_raw() {
-                let cost_bytes = event_cost_bytes(&raw);
-                // Stops early when the consumer goes away (budget closed, queue gone).
-                if !producer_budget.acquire(cost_bytes)
-                    || work_sender.send((sequence, cost_bytes, raw)).is_err()
-                {
-                    break;
-                }
-                sequence += 1;
-            }
-        }));
+        threads.push(std::thread::spawn(move || producer.run()));
         for _ in 0..hasher_threads {
             let work_receiver = work_receiver.clone();
-            let result_sender: Sender<(u64, usize, SourceEvent)> = result_sender.clone();
+            let result_sender: Sender<Vec<Sequenced<SourceEvent>>> = result_sender.clone();
             threads.push(std::thread::spawn(move || {
-                for (sequence, cost_bytes, raw) in work_receiver {
-                    if result_sender
-                        .send((sequence, cost_bytes, hash_event(raw)))
-                        .is_err()
-                    {
+                for batch in work_receiver {
+                    let hashed = batch
+                        .into_iter()
+                        .map(|(sequence, cost_bytes, raw)| (sequence, cost_bytes, hash_event(raw)))
+                        .collect();
+                    if result_sender.send(hashed).is_err() {
                         break;
                     }
                 }
@@ -323,12 +381,14 @@ impl EventStream for ParallelStream {
                 return Some(event);
             }
             match self.results.recv() {
-                Ok((sequence, cost_bytes, event)) => {
-                    assert!(
-                        sequence >= self.sequence_next,
-                        "sequence {sequence} seen twice"
-                    );
-                    self.reorder.insert(sequence, (cost_bytes, event));
+                Ok(batch) => {
+                    for (sequence, cost_bytes, event) in batch {
+                        assert!(
+                            sequence >= self.sequence_next,
+                            "sequence {sequence} seen twice"
+                        );
+                        self.reorder.insert(sequence, (cost_bytes, event));
+                    }
                 }
                 // Every sender is gone and nothing is pending: the end.
                 Err(_) => {
