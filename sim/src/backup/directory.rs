@@ -41,8 +41,8 @@ impl Default for DirectoryLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error(
-        "--from-dir {path:?}: expected an existing directory, found nothing there ({source}); \
-         pass the path of a directory of files to back up"
+        "--from-dir {path:?}: expected an existing directory, found none; pass the path of a \
+         directory of files to back up"
     )]
     Missing {
         path: PathBuf,
