@@ -207,13 +207,25 @@ fn event_cost_bytes(raw: &RawEvent) -> usize {
 /// A counting semaphore in bytes: the cap on bytes in flight.
 struct ByteBudget {
     capacity_bytes: usize,
-    state: Mutex<(usize, bool)>,
+    state: Mutex<BudgetState>,
     changed: Condvar,
+}
+
+struct BudgetState {
+    available_bytes: usize,
+    closed: bool,
+    /// Threads in `acquire`: a release wakes someone only if there is one
+    /// (a wake per event was a futex call per event).
+    waiting: usize,
 }
 
 impl ByteBudget {
     fn new(capacity_bytes: usize) -> Self {
-        let state = Mutex::new((capacity_bytes, false));
+        let state = Mutex::new(BudgetState {
+            available_bytes: capacity_bytes,
+            closed: false,
+            waiting: 0,
+        });
         Self {
             capacity_bytes,
             state,
@@ -226,32 +238,37 @@ impl ByteBudget {
     fn acquire(&self, bytes: usize) -> bool {
         let needed_bytes = bytes.min(self.capacity_bytes);
         let mut state = self.state.lock().expect("budget lock");
-        while state.0 < needed_bytes && !state.1 {
+        state.waiting += 1;
+        while state.available_bytes < needed_bytes && !state.closed {
             state = self.changed.wait(state).expect("budget lock");
         }
-        state.0 -= needed_bytes.min(state.0);
-        !state.1
+        state.waiting -= 1;
+        state.available_bytes -= needed_bytes.min(state.available_bytes);
+        !state.closed
     }
 
     /// Takes `bytes` if they fit now; false if they do not or it is closed.
     fn try_acquire(&self, bytes: usize) -> bool {
         let needed_bytes = bytes.min(self.capacity_bytes);
         let mut state = self.state.lock().expect("budget lock");
-        if state.1 || state.0 < needed_bytes {
+        if state.closed || state.available_bytes < needed_bytes {
             return false;
         }
-        state.0 -= needed_bytes;
+        state.available_bytes -= needed_bytes;
         true
     }
 
     fn release(&self, bytes: usize) {
         let mut state = self.state.lock().expect("budget lock");
-        state.0 = (state.0 + bytes.min(self.capacity_bytes)).min(self.capacity_bytes);
-        self.changed.notify_all();
+        let available_bytes = state.available_bytes + bytes.min(self.capacity_bytes);
+        state.available_bytes = available_bytes.min(self.capacity_bytes);
+        if state.waiting > 0 {
+            self.changed.notify_all();
+        }
     }
 
     fn close(&self) {
-        self.state.lock().expect("budget lock").1 = true;
+        self.state.lock().expect("budget lock").closed = true;
         self.changed.notify_all();
     }
 }
@@ -266,6 +283,9 @@ struct ParallelStream {
     budget: Arc<ByteBudget>,
     reorder: BTreeMap<u64, (usize, SourceEvent)>,
     sequence_next: u64,
+    /// Bytes taken in order but not yet given back: released a batch's
+    /// worth at a time, and always before waiting for more.
+    unreleased_bytes: usize,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -367,6 +387,7 @@ impl ParallelStream {
             budget,
             reorder: BTreeMap::new(),
             sequence_next: 0,
+            unreleased_bytes: 0,
             threads,
         }
     }
@@ -377,9 +398,16 @@ impl EventStream for ParallelStream {
         loop {
             if let Some((cost_bytes, event)) = self.reorder.remove(&self.sequence_next) {
                 self.sequence_next += 1;
-                self.budget.release(cost_bytes);
+                self.unreleased_bytes += cost_bytes;
+                if self.unreleased_bytes >= BATCH_BYTES_MAX {
+                    self.budget
+                        .release(std::mem::take(&mut self.unreleased_bytes));
+                }
                 return Some(event);
             }
+            // The producer may be waiting for exactly these bytes.
+            self.budget
+                .release(std::mem::take(&mut self.unreleased_bytes));
             match self.results.recv() {
                 Ok(batch) => {
                     for (sequence, cost_bytes, event) in batch {
