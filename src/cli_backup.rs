@@ -623,6 +623,12 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
     for chunk in &report.index_claims_missing {
         println!("DAMAGED index: claims chunk {chunk}, which the store lacks");
     }
+    for (segment, problem) in &report.damaged_index_segments {
+        println!(
+            "DAMAGED index segment {segment}: {problem}; its claims are ignored and the next \
+             backup uploads those chunks again"
+        );
+    }
     println!(
         "leftovers (harmless): {} temp files, {} unreferenced chunks",
         report.temp_files.len(),

@@ -48,6 +48,10 @@ pub struct FsckReport {
     pub damaged_files: Vec<DamagedFile>,
     /// Chunks an index shard claims that the store lacks.
     pub index_claims_missing: Vec<Fingerprint>,
+    /// Index segments that failed their checksum on open: (path, problem).
+    /// Their claims were dropped, so no chunk is lost, but the disk is
+    /// damaging data; the next backup uploads those chunks again.
+    pub damaged_index_segments: Vec<(String, String)>,
     /// Harmless: `.tmp` files left by interrupted writes.
     pub temp_files: Vec<String>,
     /// Harmless: chunks stored that no snapshot names.
@@ -62,6 +66,7 @@ impl FsckReport {
             && self.damaged_manifests.is_empty()
             && self.damaged_files.is_empty()
             && self.index_claims_missing.is_empty()
+            && self.damaged_index_segments.is_empty()
     }
 
     /// Snapshots with any damage (a damaged manifest or an unrestorable file).
@@ -120,6 +125,12 @@ pub fn fsck(
         );
     }
     report.index_claims_missing.sort();
+    for shard in repository.shards() {
+        let damaged = shard.damaged_segments().into_iter();
+        report
+            .damaged_index_segments
+            .extend(damaged.map(|damage| (damage.path, damage.reason)));
+    }
     report.temp_files = find_temp_files(repository.disk().as_ref(), "")?;
     Ok(report)
 }

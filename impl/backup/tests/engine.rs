@@ -545,3 +545,49 @@ fn snapshot_prefixes_resolve_uniquely() {
     assert!(matches!(missing, ServiceError::SnapshotNotFound { .. }));
     let _ = SourceKind::Directory;
 }
+
+#[test]
+fn a_damaged_index_segment_is_named_by_fsck_and_costs_only_a_re_upload() {
+    let (repo_dir, repository) = common::repository(small_chunks());
+    let mut tree = MemorySource::new();
+    tree.insert("file", 0o644, MemoryEntry::File(random_bytes(200_000, 3)));
+    let tree: Arc<dyn Source> = Arc::new(tree);
+    let first = common::backup_source(&repository, tree.clone(), Pipeline::Inline).unwrap();
+    drop(repository);
+    // Flip one byte in the middle of the first index segment found.
+    let segment = walk_files(&repo_dir.path().join("index"))
+        .into_iter()
+        .find(|path| std::fs::metadata(path).unwrap().len() > 0)
+        .expect("an index segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let repository = common::reopen(repo_dir.path());
+    let report = backup::fsck(&repository, &mut |_, _| {}).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(report.damaged_index_segments.len(), 1, "{report:?}");
+    let (path, _) = &report.damaged_index_segments[0];
+    assert!(segment.ends_with(path), "{path} vs {}", segment.display());
+    // No chunk is lost: the snapshot restores, and the next backup stores
+    // the chunks the index forgot again instead of trusting them.
+    let target = tempfile::tempdir().unwrap();
+    restore_into(&repository, &first.snapshot, &target.path().join("out")).unwrap();
+    let second = common::backup_source(&repository, tree, Pipeline::Inline).unwrap();
+    assert!(second.stats.duplicate_uploads > 0, "{:?}", second.stats);
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
