@@ -961,15 +961,20 @@ mod tests {
     }
 
     #[test]
-    fn verify_tree_restores_identically_and_rebackup_stores_nothing() {
+    fn verify_tree_restores_identically_rebackup_stores_nothing_and_skips_unchanged() {
         let scratch = tempfile::tempdir().unwrap();
         let root = scratch.path().join("tree");
         small_tree(&root);
         let rows = verify_tree("small tree", &root, &["target"], scratch.path()).unwrap();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert!(rows.iter().all(|row| row.passed), "{rows:#?}");
         assert!(
             rows[0].detail.contains("2 files, 300000 bytes identical"),
+            "{rows:#?}"
+        );
+        // The third backup reads nothing: both files are unchanged.
+        assert!(
+            rows[2].detail.starts_with("2 of 2 files unchanged and not read, 0 bytes read"),
             "{rows:#?}"
         );
         assert!(!scratch.path().join("restore-small-tree/target").exists());
