@@ -974,7 +974,9 @@ mod tests {
         );
         // The third backup reads nothing: both files are unchanged.
         assert!(
-            rows[2].detail.starts_with("2 of 2 files unchanged and not read, 0 bytes read"),
+            rows[2]
+                .detail
+                .starts_with("2 of 2 files unchanged and not read, 0 bytes read"),
             "{rows:#?}"
         );
         assert!(!scratch.path().join("restore-small-tree/target").exists());
