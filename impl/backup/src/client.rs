@@ -367,15 +367,7 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         unique.sort_unstable();
         let mut present = HashSet::new();
         for batch in unique.chunks(CONFIRM_BATCH_FINGERPRINTS) {
-            self.stats.index_lookups += batch.len() as u64;
-            let answers = self
-                .service
-                .query(self.options.client, batch.to_vec(), self.clock.now_ms())
-                .await?;
-            if answers.len() != batch.len() {
-                let problem = format!("{} answers for {} fingerprints", answers.len(), batch.len());
-                return Err(BackupError::Protocol(problem));
-            }
+            let answers = self.query_index(batch.to_vec()).await?;
             let confirmed = batch.iter().zip(&answers);
             present.extend(
                 confirmed
@@ -461,6 +453,24 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         Ok(())
     }
 
+    /// One index query, counted, with one answer per fingerprint checked.
+    async fn query_index(
+        &mut self,
+        fingerprints: Vec<Fingerprint>,
+    ) -> Result<Vec<Answer>, BackupError> {
+        let asked = fingerprints.len();
+        self.stats.index_lookups += asked as u64;
+        let answers = self
+            .service
+            .query(self.options.client, fingerprints, self.clock.now_ms())
+            .await?;
+        if answers.len() != asked {
+            let problem = format!("{} answers for {asked} fingerprints", answers.len());
+            return Err(BackupError::Protocol(problem));
+        }
+        Ok(answers)
+    }
+
     /// Asks the index about `ask`; returns (upload now, ask again, the
     /// soonest lease expiry among those to ask again).
     async fn ask_index(
@@ -479,15 +489,7 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         }
         let fingerprints: Vec<Fingerprint> =
             ask.iter().map(|(fingerprint, _)| *fingerprint).collect();
-        self.stats.index_lookups += fingerprints.len() as u64;
-        let answers = self
-            .service
-            .query(self.options.client, fingerprints, self.clock.now_ms())
-            .await?;
-        if answers.len() != ask.len() {
-            let problem = format!("{} answers for {} fingerprints", answers.len(), ask.len());
-            return Err(BackupError::Protocol(problem));
-        }
+        let answers = self.query_index(fingerprints).await?;
         let (mut upload, mut waiting, mut soonest_expiry_ms) = (Vec::new(), Vec::new(), None);
         for (chunk, answer) in ask.into_iter().zip(answers) {
             match answer {
