@@ -15,6 +15,23 @@ use backup::{
     Source,
 };
 
+/// `size_bytes` bytes drawn from ChaCha seeded with `seed`.
+pub fn random_bytes(size_bytes: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut bytes = vec![0; size_bytes];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}
+
+/// The default repository with 16 KiB average chunks, so small test files
+/// still have several.
+pub fn small_chunks() -> RepoConfig {
+    RepoConfig {
+        chunker: backup::ChunkerConfig::with_average(16 * 1024),
+        ..RepoConfig::default()
+    }
+}
+
 /// A clock that only moves when slept on.
 #[derive(Default)]
 pub struct TestClock {

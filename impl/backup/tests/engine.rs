@@ -11,30 +11,15 @@ use backup::manifest::{Entry, EntryKind, Manifest};
 use backup::restore::{RestoreError, restore};
 use backup::service::{Answer, BackupService, ServiceError};
 use backup::{
-    ChunkerConfig, ConcurrencyMode, FsSource, MemoryEntry, MemorySource, Pipeline, RepoConfig,
-    Repository, Source, SourceEntry, SourceKind,
+    ConcurrencyMode, FsSource, MemoryEntry, MemorySource, Pipeline, RepoConfig, Repository, Source,
+    SourceEntry, SourceKind,
 };
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn random_bytes(size_bytes: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0; size_bytes];
-    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-    bytes
-}
-
-fn small_chunks() -> RepoConfig {
-    RepoConfig {
-        chunker: ChunkerConfig::with_average(16 * 1024),
-        ..RepoConfig::default()
-    }
-}
 
 /// A tree of a few files, some sharing content.
 fn sample_tree(root: &Path) {
     std::fs::create_dir_all(root.join("docs/deep")).unwrap();
-    std::fs::write(root.join("big.bin"), random_bytes(2 << 20, 1)).unwrap();
-    std::fs::write(root.join("docs/copy.bin"), random_bytes(2 << 20, 1)).unwrap();
+    std::fs::write(root.join("big.bin"), common::random_bytes(2 << 20, 1)).unwrap();
+    std::fs::write(root.join("docs/copy.bin"), common::random_bytes(2 << 20, 1)).unwrap();
     std::fs::write(root.join("docs/deep/small.txt"), b"hello").unwrap();
     std::fs::write(root.join("empty"), b"").unwrap();
 }
@@ -51,7 +36,7 @@ fn restore_into(
 fn second_backup_of_an_unchanged_tree_stores_nothing_new() {
     let source = tempfile::tempdir().unwrap();
     sample_tree(source.path());
-    let (repo_dir, repository) = common::repository(small_chunks());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
     let first = common::backup_dir(&repository, source.path(), Pipeline::parallel_default());
     assert_eq!(first.stats.files, 4);
     assert_eq!(first.stats.bytes_read, (4 << 20) + 5);
@@ -76,11 +61,19 @@ fn second_backup_of_an_unchanged_tree_stores_nothing_new() {
 
 #[test]
 fn bloom_filter_saves_lookups_for_new_chunks_and_counts_false_positives() {
-    let (_repo_dir, repository) = common::repository(small_chunks());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let mut tree = MemorySource::new();
-    tree.insert("old", 0o644, MemoryEntry::File(random_bytes(4 << 20, 7)));
+    tree.insert(
+        "old",
+        0o644,
+        MemoryEntry::File(common::random_bytes(4 << 20, 7)),
+    );
     common::backup_source(&repository, Arc::new(tree.clone()), Pipeline::Inline).unwrap();
-    tree.insert("new", 0o644, MemoryEntry::File(random_bytes(4 << 20, 8)));
+    tree.insert(
+        "new",
+        0o644,
+        MemoryEntry::File(common::random_bytes(4 << 20, 8)),
+    );
     let report = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
     let stats = &report.stats;
     // Every chunk of "new" is new; the filter rules out nearly all of them.
@@ -108,7 +101,7 @@ fn symlinks_are_stored_as_links_and_special_files_are_skipped_and_reported() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let _socket = std::os::unix::net::UnixListener::bind(source.path().join("socket")).unwrap();
 
-    let (_repo_dir, repository) = common::repository(small_chunks());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let report = common::backup_dir(&repository, source.path(), Pipeline::Inline);
     assert_eq!((report.stats.files, report.stats.symlinks), (1, 2));
     let mut skipped: Vec<(String, bool)> = report
@@ -179,7 +172,7 @@ fn unreadable_source_files_are_reported_and_do_not_stop_the_backup() {
     for name in ["fails_midway", "good", "swapped"] {
         std::fs::write(source.path().join(name), name.as_bytes()).unwrap();
     }
-    let (_repo_dir, repository) = common::repository(small_chunks());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let flaky = Arc::new(FlakySource {
         inner: FsSource::new(source.path()),
     });
@@ -218,7 +211,7 @@ fn unreadable_source_files_are_reported_and_do_not_stop_the_backup() {
 
 #[test]
 fn an_unusable_source_root_is_a_clear_error() {
-    let (_repo_dir, repository) = common::repository(small_chunks());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let missing = Arc::new(FsSource::new("/nonexistent/crosscheck"));
     let error = common::backup_source(&repository, missing, Pipeline::Inline).unwrap_err();
     assert!(
@@ -240,13 +233,21 @@ fn two_snapshots() -> (
     backup::SnapshotId,
     String,
 ) {
-    let (repo_dir, repository) = common::repository(small_chunks());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
     let mut tree = MemorySource::new();
-    tree.insert("keep", 0o644, MemoryEntry::File(random_bytes(100_000, 1)));
+    tree.insert(
+        "keep",
+        0o644,
+        MemoryEntry::File(common::random_bytes(100_000, 1)),
+    );
     let first =
         common::backup_source(&repository, Arc::new(tree.clone()), Pipeline::Inline).unwrap();
     let packs_before = repository.store().pack_paths();
-    tree.insert("victim", 0o644, MemoryEntry::File(random_bytes(3_000, 2)));
+    tree.insert(
+        "victim",
+        0o644,
+        MemoryEntry::File(common::random_bytes(3_000, 2)),
+    );
     let second = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
     let packs_after = repository.store().pack_paths();
     let new_pack = packs_after
@@ -301,7 +302,7 @@ fn a_corrupt_chunk_fails_restore_naming_file_and_chunk_and_spares_other_snapshot
         // The first snapshot does not share the damaged pack: it restores.
         restore_into(&repository, &first, &target.path().join("first")).unwrap();
         let kept = std::fs::read(target.path().join("first/keep")).unwrap();
-        assert_eq!(kept, random_bytes(100_000, 1), "{name}");
+        assert_eq!(kept, common::random_bytes(100_000, 1), "{name}");
     }
 }
 
@@ -328,7 +329,7 @@ fn a_damaged_manifest_is_reported_and_does_not_hide_other_snapshots() {
 
 /// Commits a manifest straight into the manifest store, as tampering would.
 fn tampered(entries: Vec<Entry>) -> (tempfile::TempDir, Repository, backup::SnapshotId) {
-    let (repo_dir, repository) = common::repository(small_chunks());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
     let manifest = Manifest {
         label: "evil".into(),
         time_unix_ms: 0,
@@ -414,7 +415,7 @@ fn restore_refuses_a_non_empty_target() {
 fn crash_leftovers_are_harmless_and_cleaned_up() {
     let source = tempfile::tempdir().unwrap();
     sample_tree(source.path());
-    let (repo_dir, repository) = common::repository(small_chunks());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
     let first = common::backup_dir(&repository, source.path(), Pipeline::Inline);
     let disk = repository.disk().clone();
     disk.write("data/00/interrupted.pack.tmp", b"half a pack")
@@ -422,7 +423,7 @@ fn crash_leftovers_are_harmless_and_cleaned_up() {
     disk.write("snapshots/interrupted.json.tmp", b"{\"label\":")
         .unwrap();
     // A pack made durable just before the crash, never recorded in the index.
-    let orphan = random_bytes(3_000, 99);
+    let orphan = common::random_bytes(3_000, 99);
     let orphan_fingerprint = backup::Fingerprint::of(&orphan);
     repository
         .store()
@@ -465,11 +466,11 @@ fn crash_leftovers_are_harmless_and_cleaned_up() {
 fn naive_index_lets_a_snapshot_name_a_chunk_never_uploaded() {
     let config = RepoConfig {
         mode: ConcurrencyMode::Naive,
-        ..small_chunks()
+        ..common::small_chunks()
     };
     let (_repo_dir, repository) = common::repository(config);
     // Below the minimum chunk size: the file is exactly one chunk.
-    let bytes = random_bytes(3_000, 5);
+    let bytes = common::random_bytes(3_000, 5);
     let fingerprint = backup::Fingerprint::of(&bytes);
     let answers = pollster::block_on(repository.query(1, vec![fingerprint], 0)).unwrap();
     assert_eq!(answers, vec![Answer::Upload]); // client 1 stalls here
@@ -497,10 +498,10 @@ fn naive_index_lets_a_snapshot_name_a_chunk_never_uploaded() {
 fn pessimistic_backup_waits_out_a_stalled_lease_holder() {
     let config = RepoConfig {
         mode: ConcurrencyMode::Pessimistic { lease_ms: 5_000 },
-        ..small_chunks()
+        ..common::small_chunks()
     };
     let (_repo_dir, repository) = common::repository(config);
-    let bytes = random_bytes(3_000, 6);
+    let bytes = common::random_bytes(3_000, 6);
     let fingerprint = backup::Fingerprint::of(&bytes);
     let answers = pollster::block_on(repository.query(99, vec![fingerprint], 0)).unwrap();
     assert_eq!(answers, vec![Answer::Upload]); // client 99 stalls with the lease
@@ -532,7 +533,7 @@ fn pessimistic_backup_waits_out_a_stalled_lease_holder() {
 
 #[test]
 fn snapshot_prefixes_resolve_uniquely() {
-    let (_repo_dir, repository) = common::repository(small_chunks());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let mut tree = MemorySource::new();
     tree.insert("f", 0o644, MemoryEntry::Directory);
     let report = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline).unwrap();
@@ -548,9 +549,13 @@ fn snapshot_prefixes_resolve_uniquely() {
 
 #[test]
 fn a_damaged_index_segment_is_named_by_fsck_and_costs_only_a_re_upload() {
-    let (repo_dir, repository) = common::repository(small_chunks());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
     let mut tree = MemorySource::new();
-    tree.insert("file", 0o644, MemoryEntry::File(random_bytes(200_000, 3)));
+    tree.insert(
+        "file",
+        0o644,
+        MemoryEntry::File(common::random_bytes(200_000, 3)),
+    );
     let tree: Arc<dyn Source> = Arc::new(tree);
     let first = common::backup_source(&repository, tree.clone(), Pipeline::Inline).unwrap();
     drop(repository);

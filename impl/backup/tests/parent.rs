@@ -10,30 +10,14 @@ use std::sync::Arc;
 use backup::manifest::{EntryKind, Manifest};
 use backup::service::BackupService;
 use backup::{
-    BackupOptions, BackupReport, ChunkerConfig, Fingerprint, FsSource, NoProgress, Pipeline,
-    RepoConfig, Repository,
+    BackupOptions, BackupReport, Fingerprint, FsSource, NoProgress, Pipeline, Repository,
 };
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn random_bytes(size_bytes: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0; size_bytes];
-    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-    bytes
-}
-
-fn config() -> RepoConfig {
-    RepoConfig {
-        chunker: ChunkerConfig::with_average(16 * 1024),
-        ..RepoConfig::default()
-    }
-}
 
 /// Three files of different sizes, one of them empty, and a directory.
 fn tree(root: &Path) {
     std::fs::create_dir_all(root.join("dir")).unwrap();
-    std::fs::write(root.join("a.bin"), random_bytes(1 << 20, 1)).unwrap();
-    std::fs::write(root.join("dir/b.bin"), random_bytes(300_000, 2)).unwrap();
+    std::fs::write(root.join("a.bin"), common::random_bytes(1 << 20, 1)).unwrap();
+    std::fs::write(root.join("dir/b.bin"), common::random_bytes(300_000, 2)).unwrap();
     std::fs::write(root.join("dir/empty"), b"").unwrap();
 }
 
@@ -91,7 +75,7 @@ fn assert_restores_to(repository: &Repository, report: &BackupReport, root: &Pat
 fn unchanged_files_are_not_read_and_give_the_same_chunks() {
     let source = tempfile::tempdir().unwrap();
     tree(source.path());
-    let (_repo_dir, repository) = common::repository(config());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let first = backup_after(&repository, source.path(), None);
     assert_eq!((first.stats.files, first.stats.unchanged_files), (3, 0));
     let parent = manifest(&repository, &first);
@@ -118,10 +102,14 @@ fn unchanged_files_are_not_read_and_give_the_same_chunks() {
 fn a_file_rewritten_at_the_same_size_is_read_again() {
     let source = tempfile::tempdir().unwrap();
     tree(source.path());
-    let (_repo_dir, repository) = common::repository(config());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let first = backup_after(&repository, source.path(), None);
     // Same size, new bytes: only the stamp tells the change.
-    std::fs::write(source.path().join("dir/b.bin"), random_bytes(300_000, 99)).unwrap();
+    std::fs::write(
+        source.path().join("dir/b.bin"),
+        common::random_bytes(300_000, 99),
+    )
+    .unwrap();
     let parent = manifest(&repository, &first);
     let second = backup_after(&repository, source.path(), Some(&parent));
     assert_eq!(second.stats.unchanged_files, 2, "{:?}", second.stats);
@@ -134,7 +122,7 @@ fn a_file_rewritten_at_the_same_size_is_read_again() {
 fn a_parent_chunk_the_index_lacks_sends_its_file_back_to_be_read() {
     let source = tempfile::tempdir().unwrap();
     tree(source.path());
-    let (_repo_dir, repository) = common::repository(config());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let first = backup_after(&repository, source.path(), None);
     // A parent naming a chunk the store never had (a damaged or foreign
     // snapshot): trusting it would commit a snapshot that cannot restore.
@@ -166,7 +154,7 @@ fn a_parent_from_another_tree_reuses_nothing() {
     tree(source.path());
     let other = tempfile::tempdir().unwrap();
     tree(other.path());
-    let (_repo_dir, repository) = common::repository(config());
+    let (_repo_dir, repository) = common::repository(common::small_chunks());
     let first = backup_after(&repository, other.path(), None);
     let parent = manifest(&repository, &first);
     // Same paths and sizes, other inodes and times.
