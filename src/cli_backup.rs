@@ -328,26 +328,26 @@ fn resolve_parent(
     label: &str,
     choice: ParentChoice,
 ) -> anyhow::Result<Option<(backup::SnapshotId, backup::Manifest)>> {
-    let id = match choice {
+    let (id, named) = match choice {
         ParentChoice::Nothing => return Ok(None),
         ParentChoice::Snapshot(prefix) => {
             let id = pollster::block_on(client::find_snapshot(repository, &prefix))
                 .with_context(|| format!("finding the parent snapshot {prefix:?}"))?;
-            let manifest = pollster::block_on(repository.get_manifest(id.clone()))
-                .with_context(|| format!("reading the parent snapshot {id}"))?;
-            return Ok(Some((id, manifest)));
+            (id, true)
         }
         ParentChoice::Latest => {
             let snapshots = pollster::block_on(repository.list_snapshots())?;
-            let latest = snapshots.into_iter().rev().find(|s| s.label == label);
-            match latest {
-                Some(summary) => summary.id,
+            match snapshots.into_iter().rev().find(|s| s.label == label) {
+                Some(summary) => (summary.id, false),
                 None => return Ok(None),
             }
         }
     };
     match pollster::block_on(repository.get_manifest(id.clone())) {
         Ok(manifest) => Ok(Some((id, manifest))),
+        Err(error) if named => {
+            Err(error).with_context(|| format!("reading the parent snapshot {id}"))
+        }
         Err(error) => {
             tracing::warn!(snapshot = %id, %error, "parent unreadable; reading every file");
             Ok(None)
