@@ -89,13 +89,16 @@ pub fn start(
             hasher_threads,
             in_flight_bytes_max,
         } => {
-            let credits = (in_flight_bytes_max / config.size_max_bytes).max(8);
+            // At least one largest chunk must fit, or the stream would
+            // pass one event at a time.
+            let budget_bytes =
+                in_flight_bytes_max.max(config.size_max_bytes + EVENT_OVERHEAD_BYTES);
             Box::new(ParallelStream::start(
                 source,
                 entries,
                 config,
                 hasher_threads.max(1),
-                credits,
+                budget_bytes,
             ))
         }
     }
@@ -464,7 +467,7 @@ mod tests {
     }
 
     /// Reordering after parallel hashing must give exactly the inline order,
-    /// even with a credit pool far smaller than the number of chunks.
+    /// even with a byte budget smaller than one chunk.
     #[test]
     fn parallel_stream_equals_inline_stream() {
         let mut tree = MemorySource::new();
@@ -492,6 +495,64 @@ mod tests {
         let parallel = describe(&mut *start(parallel, source, entries, config));
         assert!(inline.len() > 200, "{} events", inline.len());
         assert_eq!(parallel, inline);
+    }
+
+    /// Counts the files the producer has opened.
+    struct CountingSource {
+        inner: MemorySource,
+        opened: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Source for CountingSource {
+        fn list(&self) -> Result<Vec<SourceEntry>, crate::source::SourceError> {
+            self.inner.list()
+        }
+        fn open(&self, path: &str) -> std::io::Result<Box<dyn Read + Send>> {
+            self.opened
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.open(path)
+        }
+    }
+
+    /// With room in the budget, the reader must run ahead of a consumer that
+    /// has taken only one event. (A budget once counted in chunks, not
+    /// bytes, let one small event through at a time and made a tree of
+    /// small files three times slower.)
+    #[test]
+    fn the_reader_runs_ahead_of_the_consumer_within_the_budget() {
+        let mut tree = MemorySource::new();
+        for index in 0..1000 {
+            tree.insert(
+                &format!("f{index:04}"),
+                0o644,
+                MemoryEntry::File(vec![index as u8; 100]),
+            );
+        }
+        let source = Arc::new(CountingSource {
+            inner: tree,
+            opened: Default::default(),
+        });
+        let entries = source.list().unwrap();
+        let parallel = Pipeline::Parallel {
+            hasher_threads: 2,
+            in_flight_bytes_max: 8 << 20,
+        };
+        let mut stream = start(
+            parallel,
+            source.clone(),
+            entries,
+            ChunkerConfig::with_average(4096),
+        );
+        assert!(stream.next_event().is_some());
+        // 1000 files of 100 bytes fit in 8 MiB many times over: every one
+        // is opened without the consumer taking another event.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let opened = || source.opened.load(std::sync::atomic::Ordering::SeqCst);
+        while opened() < 1000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(opened(), 1000, "files opened ahead of the consumer");
+        drop(stream);
     }
 
     /// Dropping a stream midway must stop and join its threads, not hang.
