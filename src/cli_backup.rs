@@ -336,9 +336,8 @@ fn resolve_parent(
             (id, true)
         }
         ParentChoice::Latest => {
-            let snapshots = pollster::block_on(repository.list_snapshots())?;
-            match snapshots.into_iter().rev().find(|s| s.label == label) {
-                Some(summary) => (summary.id, false),
+            match repository.latest_snapshot(label)? {
+                Some(id) => (id, false),
                 None => return Ok(None),
             }
         }

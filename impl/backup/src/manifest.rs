@@ -49,8 +49,12 @@ pub enum EntryKind {
     Symlink { target: String },
 }
 
-/// One path in a snapshot.
+/// One path in a snapshot. Written with the kind's fields flattened beside
+/// `path` and `mode`; read through [`EntryWire`], because serde's reader
+/// for a flattened tagged enum buffers every entry before decoding it (it
+/// was most of the time a re-backup of the Rust docs tree took).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "EntryWire")]
 pub struct Entry {
     /// Relative, `/`-separated, no `.`/`..`/empty parts (see [`validate_path`]).
     pub path: String,
@@ -59,6 +63,91 @@ pub struct Entry {
     /// File, directory or symlink.
     #[serde(flatten)]
     pub kind: EntryKind,
+}
+
+/// The stored form of an [`Entry`], every kind's fields side by side.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryWire {
+    path: String,
+    mode: u32,
+    kind: KindTag,
+    size_bytes: Option<u64>,
+    chunks: Option<Vec<Fingerprint>>,
+    stamp: Option<FileStamp>,
+    target: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KindTag {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl TryFrom<EntryWire> for Entry {
+    type Error = String;
+
+    fn try_from(wire: EntryWire) -> Result<Self, String> {
+        let EntryWire {
+            path,
+            mode,
+            kind,
+            size_bytes,
+            chunks,
+            stamp,
+            target,
+        } = wire;
+        let misplaced = |kind: &str, field: &str| {
+            format!(
+                "entry {path:?}: a {kind} has no field `{field}`; the manifest was not written by crosscheck"
+            )
+        };
+        let missing = |kind: &str, field: &str| {
+            format!(
+                "entry {path:?}: a {kind} needs the field `{field}`; the manifest is incomplete"
+            )
+        };
+        let kind = match kind {
+            KindTag::File => {
+                if target.is_some() {
+                    return Err(misplaced("file", "target"));
+                }
+                EntryKind::File {
+                    size_bytes: size_bytes.ok_or_else(|| missing("file", "size_bytes"))?,
+                    chunks: chunks.ok_or_else(|| missing("file", "chunks"))?,
+                    stamp,
+                }
+            }
+            KindTag::Directory | KindTag::Symlink => {
+                let name = if matches!(kind, KindTag::Directory) {
+                    "directory"
+                } else {
+                    "symlink"
+                };
+                for (present, field) in [
+                    (size_bytes.is_some(), "size_bytes"),
+                    (chunks.is_some(), "chunks"),
+                    (stamp.is_some(), "stamp"),
+                ] {
+                    if present {
+                        return Err(misplaced(name, field));
+                    }
+                }
+                match kind {
+                    KindTag::Directory if target.is_some() => {
+                        return Err(misplaced(name, "target"));
+                    }
+                    KindTag::Directory => EntryKind::Directory,
+                    _ => EntryKind::Symlink {
+                        target: target.ok_or_else(|| missing(name, "target"))?,
+                    },
+                }
+            }
+        };
+        Ok(Entry { path, mode, kind })
+    }
 }
 
 /// A snapshot's manifest. Label and time come from the caller: the library
@@ -288,6 +377,12 @@ mod tests {
             ("d", EntryKind::Directory),
             ("d/f", file(None)),
             ("d/g", file(Some(stamp))),
+            (
+                "d/l",
+                EntryKind::Symlink {
+                    target: "g".to_string(),
+                },
+            ),
         ];
         let original = manifest(entries);
         original.validate().unwrap();
@@ -300,5 +395,60 @@ mod tests {
         assert_eq!(original.summary().size_bytes, 6);
         let renamed = SnapshotId("stored-name".to_string());
         assert_eq!(original.summary_as(renamed.clone()).id, renamed);
+    }
+
+    /// The stored form, as every earlier manifest has it: read back to the
+    /// same entries and written back to the same bytes (so the same id).
+    #[test]
+    fn the_stored_form_reads_and_writes_back_byte_for_byte() {
+        let stored = concat!(
+            r#"{"label":"l","time_unix_ms":7,"entries":["#,
+            r#"{"path":"d","mode":493,"kind":"directory"},"#,
+            r#"{"path":"d/f","mode":420,"kind":"file","size_bytes":0,"chunks":[]},"#,
+            r#"{"path":"d/g","mode":420,"kind":"file","size_bytes":3,"chunks":["#,
+            r#""ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],"#,
+            r#""stamp":{"modified_ns":1,"changed_ns":2,"inode":3}},"#,
+            r#"{"path":"d/l","mode":511,"kind":"symlink","target":"g"}]}"#
+        );
+        let manifest: Manifest = serde_json::from_str(stored).unwrap();
+        assert_eq!(manifest.entries.len(), 4);
+        assert_eq!(
+            manifest.entries[3].kind,
+            EntryKind::Symlink {
+                target: "g".to_string()
+            }
+        );
+        assert_eq!(String::from_utf8(manifest.to_json()).unwrap(), stored);
+    }
+
+    /// An entry with a field missing, or one its kind does not have, is
+    /// refused with the entry and the field named.
+    #[test]
+    fn an_entry_with_missing_or_foreign_fields_is_refused_by_name() {
+        let parse = |entry: &str| {
+            let json = format!(r#"{{"label":"l","time_unix_ms":7,"entries":[{entry}]}}"#);
+            serde_json::from_str::<Manifest>(&json)
+                .unwrap_err()
+                .to_string()
+        };
+        let error = parse(r#"{"path":"f","mode":420,"kind":"file","size_bytes":3}"#);
+        assert!(
+            error.contains(r#"entry "f": a file needs the field `chunks`"#),
+            "{error}"
+        );
+        let error = parse(r#"{"path":"d","mode":493,"kind":"directory","chunks":[]}"#);
+        assert!(
+            error.contains(r#"entry "d": a directory has no field `chunks`"#),
+            "{error}"
+        );
+        let error = parse(r#"{"path":"l","mode":511,"kind":"symlink"}"#);
+        assert!(
+            error.contains("a symlink needs the field `target`"),
+            "{error}"
+        );
+        let error = parse(r#"{"path":"f","mode":420,"kind":"fifo"}"#);
+        assert!(error.contains("unknown variant `fifo`"), "{error}");
+        let error = parse(r#"{"path":"f","mode":420,"kind":"directory","owner":0}"#);
+        assert!(error.contains("unknown field `owner`"), "{error}");
     }
 }

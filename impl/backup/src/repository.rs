@@ -59,6 +59,32 @@ impl ManifestStore {
 
     /// The manifest of snapshot `id`, checked against its id.
     pub fn get(&self, id: &SnapshotId) -> ServiceResult<Manifest> {
+        let bytes = self.read_checked(id)?;
+        serde_json::from_slice(&bytes).map_err(|error| ServiceError::ManifestInvalid {
+            id: id.0.clone(),
+            problem: format!("unparsable JSON: {error}"),
+        })
+    }
+
+    /// Label and time of snapshot `id`, checked against its id, without
+    /// decoding its entries.
+    pub fn head(&self, id: &SnapshotId) -> ServiceResult<(String, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            label: String,
+            time_unix_ms: u64,
+        }
+        let bytes = self.read_checked(id)?;
+        let head: Head =
+            serde_json::from_slice(&bytes).map_err(|error| ServiceError::ManifestInvalid {
+                id: id.0.clone(),
+                problem: format!("unparsable JSON: {error}"),
+            })?;
+        Ok((head.label, head.time_unix_ms))
+    }
+
+    /// The stored bytes of snapshot `id`, which must hash to `id`.
+    fn read_checked(&self, id: &SnapshotId) -> ServiceResult<Vec<u8>> {
         let path = format!("{SNAPSHOTS_DIR}/{id}.json");
         let bytes = self.disk.read(&path).map_err(|error| match error.kind() {
             std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
@@ -74,7 +100,7 @@ impl ManifestStore {
                 "its bytes hash to {found}: the file is damaged"
             )));
         }
-        serde_json::from_slice(&bytes).map_err(|error| invalid(format!("unparsable JSON: {error}")))
+        Ok(bytes)
     }
 
     /// Ids of every committed snapshot (unordered; `.tmp` leftovers skipped).
@@ -326,6 +352,30 @@ impl Repository {
         }
         summaries.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
         Ok(summaries)
+    }
+
+    /// The newest snapshot labelled `label`, by its time (then id), found
+    /// without decoding any manifest's entries. A damaged manifest is
+    /// passed over, as in the listing.
+    pub fn latest_snapshot(&self, label: &str) -> ServiceResult<Option<SnapshotId>> {
+        let mut latest: Option<(u64, SnapshotId)> = None;
+        for id in self.manifests.ids()? {
+            match self.manifests.head(&id) {
+                Ok((found_label, time_unix_ms)) if found_label == label => {
+                    let candidate = (time_unix_ms, id);
+                    if latest.as_ref().is_none_or(|newest| candidate > *newest) {
+                        latest = Some(candidate);
+                    }
+                }
+                Ok(_) => {}
+                Err(ServiceError::ManifestInvalid { problem, .. }) => {
+                    let message = "damaged manifest passed over";
+                    tracing::warn!(snapshot = %id, %problem, "{message}");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(latest.map(|(_, id)| id))
     }
 
     fn bloom_now(&self) -> BloomFilter {

@@ -163,3 +163,44 @@ fn a_parent_from_another_tree_reuses_nothing() {
     assert_eq!(second.stats.bytes_read, (1 << 20) + 300_000);
     assert_restores_to(&repository, &second, source.path());
 }
+
+/// The parent the CLI picks by default: the newest snapshot with the same
+/// label, by time, found past other labels and past a damaged manifest.
+#[test]
+fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    let (repo_dir, repository) = common::repository(common::small_chunks());
+    let snapshot = |label: &str, time_unix_ms: u64| {
+        let options = BackupOptions {
+            label: label.into(),
+            time_unix_ms,
+            ..BackupOptions::default()
+        };
+        let report = pollster::block_on(backup::client::backup(
+            &repository,
+            Arc::new(FsSource::new(source.path())),
+            &options,
+            &common::TestClock::default(),
+            &NoProgress,
+        ))
+        .unwrap();
+        report.snapshot
+    };
+    assert_eq!(repository.latest_snapshot("a").unwrap(), None);
+    snapshot("a", 10);
+    let newer = snapshot("a", 30);
+    snapshot("b", 40);
+    let middle = snapshot("a", 20);
+    assert_eq!(
+        repository.latest_snapshot("a").unwrap(),
+        Some(newer.clone())
+    );
+    // Damage the newest: the one before it is chosen, and nothing fails.
+    let path = repo_dir.path().join(format!("snapshots/{newer}.json"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(repository.latest_snapshot("a").unwrap(), Some(middle));
+    assert_eq!(repository.latest_snapshot("c").unwrap(), None);
+}
