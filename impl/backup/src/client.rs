@@ -540,7 +540,7 @@ fn unchanged_candidates(entries: &[SourceEntry], parent: &Manifest) -> HashMap<S
             _ => None,
         })
         .collect();
-    let mut candidates = HashMap::new();
+    let mut candidates = HashMap::with_capacity(parent_files.len());
     for entry in entries {
         let SourceKind::File {
             size_bytes,

@@ -307,9 +307,10 @@ impl Repository {
     }
 
     fn commit_now(&self, manifest: &Manifest) -> ServiceResult<SnapshotId> {
-        let id = manifest.id();
+        // The id costs a serialization: worked out here only for an error;
+        // `commit` serializes once for both id and bytes.
         let invalid = |problem: String| ServiceError::ManifestInvalid {
-            id: id.0.clone(),
+            id: manifest.id().0,
             problem,
         };
         manifest

@@ -163,7 +163,7 @@ impl FsSource {
     }
 
     fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<SourceEntry>) {
-        let mut children: Vec<(String, PathBuf)> = Vec::new();
+        let mut children: Vec<(String, std::fs::DirEntry)> = Vec::new();
         let read_dir = match std::fs::read_dir(dir) {
             Ok(read_dir) => read_dir,
             Err(error) => {
@@ -193,7 +193,7 @@ impl FsSource {
             let name = child.file_name();
             let relative = join_relative(prefix, &name.to_string_lossy());
             match name.to_str() {
-                Some(_) => children.push((relative, child.path())),
+                Some(_) => children.push((relative, child)),
                 None => out.push(SourceEntry {
                     path: relative,
                     mode: 0,
@@ -203,14 +203,16 @@ impl FsSource {
                 }),
             }
         }
-        children.sort();
-        for (relative, full) in children {
-            let entry = describe(&full, relative);
+        children.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (relative, child) in children {
+            // `DirEntry::metadata` is an lstat relative to the open
+            // directory: no walk of the whole path per file.
+            let entry = describe(child.metadata(), &child, relative);
             let is_directory = entry.kind == SourceKind::Directory;
             let path = entry.path.clone();
             out.push(entry);
             if is_directory {
-                self.walk(&full, &path, out);
+                self.walk(&child.path(), &path, out);
             }
         }
     }
@@ -224,10 +226,15 @@ fn join_relative(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Classifies one path with `lstat`: symlinks are described, not followed.
-fn describe(full: &Path, path: String) -> SourceEntry {
+/// Classifies one directory entry from its `lstat`: symlinks are described,
+/// not followed.
+fn describe(
+    metadata: io::Result<std::fs::Metadata>,
+    child: &std::fs::DirEntry,
+    path: String,
+) -> SourceEntry {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-    let metadata = match std::fs::symlink_metadata(full) {
+    let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(error) => {
             let reason = format!("cannot stat: {error}");
@@ -258,7 +265,7 @@ fn describe(full: &Path, path: String) -> SourceEntry {
     } else if file_type.is_dir() {
         SourceKind::Directory
     } else if file_type.is_symlink() {
-        match std::fs::read_link(full) {
+        match std::fs::read_link(child.path()) {
             Ok(target) => match target.to_str() {
                 Some(target) => SourceKind::Symlink {
                     target: target.to_string(),
