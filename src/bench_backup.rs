@@ -182,18 +182,18 @@ pub fn run(args: BenchBackupArgs, chunk_sizes: ChunkSizes) -> anyhow::Result<Ver
     record_load(&mut report, "at start");
     measure_references(&mut report, &versions[0], scratch.path())?;
     measure_ceiling(&mut report, &versions[0], chunk_sizes)?;
-    measure_ours(
-        &mut report,
-        &versions,
-        &scratch.path().join("repo-ours"),
-        "gen",
-    )?;
-    if let Some(restic) = &restic {
-        let repo = scratch.path().join("repo-restic");
-        measure_restic(&mut report, restic, &versions, &repo, "gen")?;
-    }
+    ensure!(
+        args.rounds >= 1,
+        "--rounds 0: expected at least one round of backups to measure"
+    );
+    let contenders = Contenders {
+        restic: restic.as_deref(),
+        scratch: scratch.path(),
+        rounds: args.rounds,
+    };
+    contenders.measure(&mut report, &versions, "gen")?;
     if !args.no_docs {
-        measure_docs(&mut report, restic.as_deref(), scratch.path())?;
+        measure_docs(&mut report, &contenders)?;
     }
     if !args.no_sweep {
         report.sweep = sweep_chunk_sizes(&versions, chunk_sizes)?;
@@ -646,14 +646,9 @@ struct TimedRun {
     peak_rss_bytes: u64,
 }
 
-/// Backs up each version in turn into one fresh repository, then the last
-/// version again unchanged. Figures are named `ours <label> ...`.
-fn measure_ours(
-    report: &mut Report,
-    versions: &[PathBuf],
-    repo: &Path,
-    label: &str,
-) -> anyhow::Result<()> {
+/// Backs up each version in turn into the fresh repository `repo`, then the
+/// last version again unchanged.
+fn run_ours(versions: &[PathBuf], repo: &Path) -> anyhow::Result<Vec<TimedRun>> {
     let binary = std::env::current_exe().context("locating the crosscheck binary")?;
     let mut runs = Vec::new();
     for version in versions.iter().chain(versions.last()) {
@@ -687,17 +682,11 @@ fn measure_ours(
             peak_rss_bytes: run.peak_rss_bytes,
         });
     }
-    report_runs(report, &format!("ours {label}"), &runs, repo)
+    Ok(runs)
 }
 
-/// The same sequence as [`measure_ours`], with restic.
-fn measure_restic(
-    report: &mut Report,
-    restic: &Path,
-    versions: &[PathBuf],
-    repo: &Path,
-    label: &str,
-) -> anyhow::Result<()> {
+/// The same sequence as [`run_ours`], with restic.
+fn run_restic(restic: &Path, versions: &[PathBuf], repo: &Path) -> anyhow::Result<Vec<TimedRun>> {
     let cache = repo.with_extension("cache");
     let base = |command: &mut Command| {
         command
@@ -732,71 +721,155 @@ fn measure_restic(
             peak_rss_bytes: run.peak_rss_bytes,
         });
     }
-    report_runs(report, &format!("restic {label}"), &runs, repo)
+    Ok(runs)
+}
+
+/// Who is measured, where, and how many times.
+struct Contenders<'a> {
+    restic: Option<&'a Path>,
+    scratch: &'a Path,
+    rounds: usize,
+}
+
+impl Contenders<'_> {
+    /// Runs the backup sequence `rounds` times for us and for restic, in
+    /// turn (ours, restic, ours, ...), each round into fresh repositories,
+    /// and reports each contender's medians. Alternating spreads any drift
+    /// of the machine (writeback, other load) over both alike.
+    fn measure(
+        &self,
+        report: &mut Report,
+        versions: &[PathBuf],
+        label: &str,
+    ) -> anyhow::Result<()> {
+        let mut ours = Rounds::default();
+        let mut theirs = Rounds::default();
+        for round in 0..self.rounds {
+            let repo = self.scratch.join(format!("repo-{label}-ours-{round}"));
+            ours.add(run_ours(versions, &repo)?, &repo, versions.len())?;
+            if let Some(restic) = self.restic {
+                let repo = self.scratch.join(format!("repo-{label}-restic-{round}"));
+                theirs.add(run_restic(restic, versions, &repo)?, &repo, versions.len())?;
+                remove_repository(&repo.with_extension("cache"))?;
+            }
+        }
+        report_rounds(report, &format!("ours {label}"), &ours)?;
+        if self.restic.is_some() {
+            report_rounds(report, &format!("restic {label}"), &theirs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every round's runs of one contender, and the dedup ratio of its first.
+#[derive(Default)]
+struct Rounds {
+    runs: Vec<Vec<TimedRun>>,
+    dedup: Option<(f64, String)>,
+}
+
+impl Rounds {
+    /// Keeps a round's runs, reads the dedup ratio off the first round's
+    /// repository, and removes the repository so rounds do not add up on
+    /// the disk.
+    fn add(&mut self, runs: Vec<TimedRun>, repo: &Path, versions: usize) -> anyhow::Result<()> {
+        if self.dedup.is_none() && versions > 1 {
+            let logical_bytes: u64 = runs[..versions].iter().map(|run| run.tree_bytes).sum();
+            let ratio = logical_bytes as f64 / tree_bytes(repo)? as f64;
+            let command = format!("sum of version sizes / du -b {}", repo.display());
+            self.dedup = Some((ratio, command));
+        }
+        self.runs.push(runs);
+        remove_repository(repo)
+    }
+}
+
+fn remove_repository(repo: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(repo) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error)
+            .with_context(|| format!("removing the scratch repository {}", repo.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Adds a contender's figures: first backup and re-backup throughput, CPU
-/// time per GiB (less sensitive to a busy machine than wall time), peak
-/// memory, and the dedup ratio when several versions went in.
-fn report_runs(
-    report: &mut Report,
-    who: &str,
-    runs: &[TimedRun],
-    repo: &Path,
-) -> anyhow::Result<()> {
-    assert!(runs.len() >= 2, "a first backup and a re-backup at least");
-    let (first, again) = (&runs[0], &runs[runs.len() - 1]);
+/// time per GiB (less sensitive to a busy machine than wall time), each the
+/// median over the rounds with every round's value beside its command; the
+/// peak memory over every run; and the dedup ratio when several versions
+/// went in.
+fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Result<()> {
+    let first_round = rounds.runs.first().context("no round was run")?;
+    assert!(
+        first_round.len() >= 2,
+        "a first backup and a re-backup at least"
+    );
     let name = |what: &str| format!("{who}: {what}");
     let throughput = |run: &TimedRun| mib_per_s(run.tree_bytes, run.wall.as_secs_f64());
     let cpu_per_gib =
         |run: &TimedRun| run.cpu_seconds / (run.tree_bytes.max(1) as f64 / (1u64 << 30) as f64);
-    report.add(
-        &name("first backup"),
-        throughput(first),
-        "MiB/s",
-        &first.command,
-    );
-    report.add(
-        &name("first backup CPU time"),
-        cpu_per_gib(first),
-        "s/GiB",
-        &first.command,
-    );
-    report.add(
-        &name("re-backup unchanged"),
-        throughput(again),
-        "MiB/s",
-        &again.command,
-    );
-    report.add(
-        &name("re-backup CPU time"),
-        cpu_per_gib(again),
-        "s/GiB",
-        &again.command,
-    );
-    let peak_rss_bytes = runs.iter().map(|run| run.peak_rss_bytes).max().unwrap_or(0);
-    let rss_mib = peak_rss_bytes as f64 / MIB as f64;
+    // The first run of a round, or its last (the unchanged re-backup).
+    fn pick(runs: &[TimedRun], again: bool) -> &TimedRun {
+        if again {
+            &runs[runs.len() - 1]
+        } else {
+            &runs[0]
+        }
+    }
+    type Figure = dyn Fn(&TimedRun) -> f64;
+    let rows: [(&str, bool, &Figure, &'static str); 4] = [
+        ("first backup", false, &throughput, "MiB/s"),
+        ("first backup CPU time", false, &cpu_per_gib, "s/GiB"),
+        ("re-backup unchanged", true, &throughput, "MiB/s"),
+        ("re-backup CPU time", true, &cpu_per_gib, "s/GiB"),
+    ];
+    for (what, again, figure, unit) in rows {
+        let values: Vec<f64> = rounds
+            .runs
+            .iter()
+            .map(|runs| figure(pick(runs, again)))
+            .collect();
+        let listed: Vec<String> = values.iter().map(|value| format!("{value:.1}")).collect();
+        let command = format!(
+            "{} [median of {} rounds: {}]",
+            pick(first_round, again).command,
+            values.len(),
+            listed.join(", ")
+        );
+        report.add(&name(what), median(values), unit, &command);
+    }
+    let peak_rss_bytes = rounds
+        .runs
+        .iter()
+        .flatten()
+        .map(|run| run.peak_rss_bytes)
+        .max()
+        .unwrap_or(0);
     report.add(
         &name("peak RSS"),
-        rss_mib,
+        peak_rss_bytes as f64 / MIB as f64,
         "MiB",
-        "wait4 ru_maxrss, max over every run above",
+        "wait4 ru_maxrss, max over every run of every round",
     );
-    if runs.len() > 2 {
-        let logical_bytes: u64 = runs[..runs.len() - 1]
-            .iter()
-            .map(|run| run.tree_bytes)
-            .sum();
-        let ratio = logical_bytes as f64 / tree_bytes(repo)? as f64;
-        let command = format!("sum of version sizes / du -b {}", repo.display());
+    if let Some((ratio, command)) = &rounds.dedup {
         report.add(
             &name("dedup ratio (bytes in / repository size)"),
-            ratio,
+            *ratio,
             "x",
-            &command,
+            command,
         );
     }
     Ok(())
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
 
 fn restic_summary(stdout: &str) -> anyhow::Result<serde_json::Value> {
@@ -811,24 +884,13 @@ fn restic_summary(stdout: &str) -> anyhow::Result<serde_json::Value> {
 
 /// The Rust documentation tree, when this toolchain ships it: many small
 /// HTML files, the opposite of the generated data.
-fn measure_docs(report: &mut Report, restic: Option<&Path>, scratch: &Path) -> anyhow::Result<()> {
+fn measure_docs(report: &mut Report, contenders: &Contenders) -> anyhow::Result<()> {
     let Some(docs) = rust_docs_dir() else {
         eprintln!("bench: no Rust documentation tree in this toolchain; skipping it");
         return Ok(());
     };
     warm_page_cache(&docs)?;
-    let versions = [docs];
-    measure_ours(report, &versions, &scratch.join("repo-docs-ours"), "docs")?;
-    if let Some(restic) = restic {
-        measure_restic(
-            report,
-            restic,
-            &versions,
-            &scratch.join("repo-docs-restic"),
-            "docs",
-        )?;
-    }
-    Ok(())
+    contenders.measure(report, &[docs], "docs")
 }
 
 // ---------------------------------------------------------------------------
@@ -1032,6 +1094,13 @@ fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![703.0, 314.6, 416.3]), 416.3);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![9.0]), 9.0);
+    }
 
     fn spec(seed: u64) -> DataSpec {
         DataSpec {

@@ -126,6 +126,10 @@ pub struct BenchBackupArgs {
     /// Skip the average-chunk-size sweep.
     #[arg(long)]
     pub no_sweep: bool,
+    /// Times each contender's backups are measured (fresh repositories each
+    /// round, ours and restic in turn); figures are the medians.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// What `backup --json` prints: one snapshot's figures.
@@ -335,12 +339,10 @@ fn resolve_parent(
                 .with_context(|| format!("finding the parent snapshot {prefix:?}"))?;
             (id, true)
         }
-        ParentChoice::Latest => {
-            match repository.latest_snapshot(label)? {
-                Some(id) => (id, false),
-                None => return Ok(None),
-            }
-        }
+        ParentChoice::Latest => match repository.latest_snapshot(label)? {
+            Some(id) => (id, false),
+            None => return Ok(None),
+        },
     };
     match pollster::block_on(repository.get_manifest(id.clone())) {
         Ok(manifest) => Ok(Some((id, manifest))),
