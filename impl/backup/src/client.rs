@@ -198,8 +198,22 @@ pub async fn backup_after<S: BackupService, C: Clock>(
     clock: &C,
     progress: &dyn Progress,
 ) -> Result<BackupReport, BackupError> {
-    let config = service.config().await?;
     let entries = source.list()?;
+    backup_listed(service, source, entries, parent, options, clock, progress).await
+}
+
+/// [`backup_after`] over `entries`, a listing of `source` the caller has
+/// already taken (say, on another thread while it read the parent).
+pub async fn backup_listed<S: BackupService, C: Clock>(
+    service: &S,
+    source: Arc<dyn Source>,
+    entries: Vec<SourceEntry>,
+    parent: Option<&Manifest>,
+    options: &BackupOptions,
+    clock: &C,
+    progress: &dyn Progress,
+) -> Result<BackupReport, BackupError> {
+    let config = service.config().await?;
     let (file_count, size_bytes) = entries
         .iter()
         .fold((0, 0), |(count, bytes), entry| match entry.kind {
