@@ -644,6 +644,19 @@ struct TimedRun {
     wall: Duration,
     cpu_seconds: f64,
     peak_rss_bytes: u64,
+    /// Our client's index traffic; restic reports none.
+    index: Option<IndexTraffic>,
+}
+
+/// How one backup of ours asked the index about its new chunks.
+#[derive(Debug, Clone, Copy, Default)]
+struct IndexTraffic {
+    /// Fingerprints sent to the index.
+    lookups: u64,
+    /// Chunks the Bloom filter called certainly absent: uploaded unasked.
+    lookups_saved: u64,
+    /// Chunks the filter called maybe present that the index lacked.
+    false_positives: u64,
 }
 
 /// Backs up each version in turn into the fresh repository `repo`, then the
@@ -680,6 +693,11 @@ fn run_ours(versions: &[PathBuf], repo: &Path) -> anyhow::Result<Vec<TimedRun>> 
             wall: run.wall,
             cpu_seconds: run.cpu_seconds,
             peak_rss_bytes: run.peak_rss_bytes,
+            index: Some(IndexTraffic {
+                lookups: backup.index_lookups,
+                lookups_saved: backup.bloom_lookups_saved,
+                false_positives: backup.bloom_false_positives,
+            }),
         });
     }
     Ok(runs)
@@ -719,6 +737,7 @@ fn run_restic(restic: &Path, versions: &[PathBuf], repo: &Path) -> anyhow::Resul
             wall: run.wall,
             cpu_seconds: run.cpu_seconds,
             peak_rss_bytes: run.peak_rss_bytes,
+            index: None,
         });
     }
     Ok(runs)
@@ -850,6 +869,7 @@ fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Res
         "MiB",
         "wait4 ru_maxrss, max over every run of every round",
     );
+    report_index_traffic(report, who, first_round);
     if let Some((ratio, command)) = &rounds.dedup {
         report.add(
             &name("dedup ratio (bytes in / repository size)"),
@@ -859,6 +879,60 @@ fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// The Bloom filter's work over one round (every backup of the sequence):
+/// lookups it saved, and its false-positive rate, the share of chunks the
+/// index lacked that the filter still called maybe present (each cost a
+/// lookup, never a lost chunk).
+fn report_index_traffic(report: &mut Report, who: &str, runs: &[TimedRun]) {
+    let traffic: Vec<IndexTraffic> = runs.iter().filter_map(|run| run.index).collect();
+    if traffic.is_empty() {
+        return;
+    }
+    let total = traffic
+        .iter()
+        .fold(IndexTraffic::default(), |sum, run| IndexTraffic {
+            lookups: sum.lookups + run.lookups,
+            lookups_saved: sum.lookups_saved + run.lookups_saved,
+            false_positives: sum.false_positives + run.false_positives,
+        });
+    let command = format!(
+        "sum over the round's {} backups of --json index_lookups, bloom_lookups_saved, \
+         bloom_false_positives",
+        traffic.len()
+    );
+    report.add(
+        &format!("{who}: index lookups"),
+        total.lookups as f64,
+        "",
+        &command,
+    );
+    report.add(
+        &format!("{who}: index lookups saved by the Bloom filter"),
+        total.lookups_saved as f64,
+        "",
+        &command,
+    );
+    // The first backup starts from an empty filter, which is never wrong:
+    // the rate counts the later backups, whose filter holds earlier chunks.
+    let (false_positives, absent) = traffic[1..].iter().fold((0, 0), |(fp, absent), run| {
+        (
+            fp + run.false_positives,
+            absent + run.lookups_saved + run.false_positives,
+        )
+    });
+    if absent > 0 {
+        report.add(
+            &format!("{who}: Bloom filter false-positive rate (of absent chunks)"),
+            100.0 * false_positives as f64 / absent as f64,
+            "%",
+            &format!(
+                "backups after the first: {false_positives} false positives of {absent} chunks \
+                 the index lacked (bloom_false_positives / (that + bloom_lookups_saved))"
+            ),
+        );
+    }
 }
 
 /// The middle value (the mean of the middle two for an even count).

@@ -101,7 +101,8 @@ impl TryFrom<EntryWire> for Entry {
         } = wire;
         let misplaced = |kind: &str, field: &str| {
             format!(
-                "entry {path:?}: a {kind} has no field `{field}`; the manifest was not written by crosscheck"
+                "entry {path:?}: a {kind} has no field `{field}`; \
+                 the manifest was not written by crosscheck"
             )
         };
         let missing = |kind: &str, field: &str| {
