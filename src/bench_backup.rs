@@ -779,7 +779,6 @@ impl Contenders<'_> {
             if let Some(restic) = self.restic {
                 let repo = self.scratch.join(format!("repo-{label}-restic-{round}"));
                 theirs.add(run_restic(restic, versions, &repo)?, &repo, versions.len())?;
-                remove_repository(&repo.with_extension("cache"))?;
             }
         }
         report_rounds(report, &format!("ours {label}"), &ours)?;
@@ -798,9 +797,10 @@ struct Rounds {
 }
 
 impl Rounds {
-    /// Keeps a round's runs, reads the dedup ratio off the first round's
-    /// repository, and removes the repository so rounds do not add up on
-    /// the disk.
+    /// Keeps a round's runs and reads the dedup ratio off the first round's
+    /// repository. Repositories stay until the scratch directory goes at
+    /// the end: freeing a GiB of blocks goes on in the background and
+    /// would slow whoever is measured next.
     fn add(&mut self, runs: Vec<TimedRun>, repo: &Path, versions: usize) -> anyhow::Result<()> {
         if self.dedup.is_none() && versions > 1 {
             let logical_bytes: u64 = runs[..versions].iter().map(|run| run.tree_bytes).sum();
@@ -809,15 +809,7 @@ impl Rounds {
             self.dedup = Some((ratio, command));
         }
         self.runs.push(runs);
-        remove_repository(repo)
-    }
-}
-
-fn remove_repository(repo: &Path) -> anyhow::Result<()> {
-    match fs::remove_dir_all(repo) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error)
-            .with_context(|| format!("removing the scratch repository {}", repo.display())),
-        _ => Ok(()),
+        Ok(())
     }
 }
 
