@@ -3,8 +3,9 @@
 //! Both pipelines turn a source listing into one ordered stream of
 //! [`SourceEvent`]s: entries, and for each file its chunks with fingerprints.
 //! [`Pipeline::Inline`] does it on the calling thread (the simulator refuses
-//! system threads). [`Pipeline::Parallel`] reads and chunks on one thread,
-//! hashes on `hasher_threads` more, and restores order on the consumer side.
+//! system threads). [`Pipeline::Parallel`] reads on one thread (and chunks
+//! the files too large to read whole there), chunks small files and hashes
+//! on `hasher_threads` more, and restores order on the consumer side.
 //! Memory stays bounded: before sending an event the producer takes its size
 //! from a byte budget, which the consumer gives back only once it has taken
 //! the event in order, so at most `in_flight_bytes_max` (plus the one chunk
@@ -111,7 +112,23 @@ enum RawEvent {
     Chunk(Vec<u8>),
     FileEnd,
     FileFailed(String),
+    /// A small file read whole, to be chunked where it is hashed: the
+    /// reader then only reads, which is what bounds a tree of small files.
+    /// Stands for its start, its chunks and its end.
+    WholeFile {
+        entry: SourceEntry,
+        bytes: Vec<u8>,
+    },
+    /// A small file whose read failed: its start, then its failure.
+    WholeFileFailed {
+        entry: SourceEntry,
+        reason: String,
+    },
 }
+
+/// Files listed at up to this size are read whole by the reader and
+/// chunked by a hasher; larger ones are streamed through a [`ChunkReader`].
+const WHOLE_FILE_MAX_BYTES: usize = 1 << 20;
 
 /// Walks the entries, opening and chunking each file in turn.
 struct RawProducer {
@@ -143,6 +160,9 @@ impl RawProducer {
         match self.source.open(&entry.path) {
             Ok(reader) => {
                 let hint_bytes = usize::try_from(size_bytes).unwrap_or(usize::MAX);
+                if hint_bytes <= WHOLE_FILE_MAX_BYTES {
+                    return Some(self.read_whole(entry, reader, hint_bytes));
+                }
                 self.current = Some(ChunkReader::with_size_hint(reader, self.config, hint_bytes));
                 Some(RawEvent::FileStart(entry))
             }
@@ -158,22 +178,73 @@ impl RawProducer {
     }
 }
 
-fn hash_event(raw: RawEvent) -> SourceEvent {
+impl RawProducer {
+    /// Reads a small file whole. One that has grown past the cap since it
+    /// was listed goes on streaming from where the read stopped.
+    fn read_whole(
+        &mut self,
+        entry: SourceEntry,
+        reader: Box<dyn Read + Send>,
+        hint_bytes: usize,
+    ) -> RawEvent {
+        let mut bytes = Vec::with_capacity(hint_bytes);
+        let cap_bytes = WHOLE_FILE_MAX_BYTES as u64 + 1;
+        let mut reader = reader.take(cap_bytes);
+        if let Err(error) = reader.read_to_end(&mut bytes) {
+            let reason = format!("read failed: {error}");
+            return RawEvent::WholeFileFailed { entry, reason };
+        }
+        if bytes.len() <= WHOLE_FILE_MAX_BYTES {
+            return RawEvent::WholeFile { entry, bytes };
+        }
+        let rest = std::io::Cursor::new(bytes).chain(reader.into_inner());
+        let size_bytes = WHOLE_FILE_MAX_BYTES * 2;
+        self.current = Some(ChunkReader::with_size_hint(
+            Box::new(rest),
+            self.config,
+            size_bytes,
+        ));
+        RawEvent::FileStart(entry)
+    }
+}
+
+/// Turns one raw event into its events, chunking and hashing as needed.
+fn hash_event(raw: RawEvent, config: ChunkerConfig, out: &mut Vec<SourceEvent>) {
+    let chunk = |bytes: Vec<u8>| SourceEvent::Chunk {
+        fingerprint: Fingerprint::of(&bytes),
+        bytes,
+    };
     match raw {
-        RawEvent::Entry(entry) => SourceEvent::Entry(entry),
-        RawEvent::FileStart(entry) => SourceEvent::FileStart(entry),
-        RawEvent::Chunk(bytes) => SourceEvent::Chunk {
-            fingerprint: Fingerprint::of(&bytes),
-            bytes,
-        },
-        RawEvent::FileEnd => SourceEvent::FileEnd,
-        RawEvent::FileFailed(reason) => SourceEvent::FileFailed { reason },
+        RawEvent::Entry(entry) => out.push(SourceEvent::Entry(entry)),
+        RawEvent::FileStart(entry) => out.push(SourceEvent::FileStart(entry)),
+        RawEvent::Chunk(bytes) => out.push(chunk(bytes)),
+        RawEvent::FileEnd => out.push(SourceEvent::FileEnd),
+        RawEvent::FileFailed(reason) => out.push(SourceEvent::FileFailed { reason }),
+        RawEvent::WholeFile { entry, bytes } => {
+            out.push(SourceEvent::FileStart(entry));
+            // FastCDC never cuts below the minimum size: such a file is one
+            // chunk as it stands (and an empty file is none).
+            if !bytes.is_empty() && bytes.len() <= config.size_min_bytes {
+                out.push(chunk(bytes));
+            } else if !bytes.is_empty() {
+                let length = bytes.len();
+                let chunks = ChunkReader::with_size_hint(&bytes[..], config, length);
+                out.extend(chunks.map(|bytes| chunk(bytes.expect("reading memory cannot fail"))));
+            }
+            out.push(SourceEvent::FileEnd);
+        }
+        RawEvent::WholeFileFailed { entry, reason } => {
+            out.push(SourceEvent::FileStart(entry));
+            out.push(SourceEvent::FileFailed { reason });
+        }
     }
 }
 
 /// Reads, chunks and hashes on the caller's thread.
 struct InlineStream {
     producer: RawProducer,
+    /// Events of the last raw event not yet handed out, in reverse order.
+    ready: Vec<SourceEvent>,
 }
 
 impl InlineStream {
@@ -186,13 +257,19 @@ impl InlineStream {
                 config,
                 current: None,
             },
+            ready: Vec::new(),
         }
     }
 }
 
 impl EventStream for InlineStream {
     fn next_event(&mut self) -> Option<SourceEvent> {
-        self.producer.next_raw().map(hash_event)
+        while self.ready.is_empty() {
+            let raw = self.producer.next_raw()?;
+            hash_event(raw, self.producer.config, &mut self.ready);
+            self.ready.reverse();
+        }
+        self.ready.pop()
     }
 }
 
@@ -202,7 +279,9 @@ const EVENT_OVERHEAD_BYTES: usize = 256;
 
 fn event_cost_bytes(raw: &RawEvent) -> usize {
     match raw {
-        RawEvent::Chunk(bytes) => bytes.len() + EVENT_OVERHEAD_BYTES,
+        RawEvent::Chunk(bytes) | RawEvent::WholeFile { bytes, .. } => {
+            bytes.len() + EVENT_OVERHEAD_BYTES
+        }
         _ => EVENT_OVERHEAD_BYTES,
     }
 }
@@ -282,9 +361,11 @@ impl ByteBudget {
 /// small files spend its time waking threads (strace showed 875k
 /// `sched_yield` calls for the Rust docs tree).
 struct ParallelStream {
-    results: Receiver<Vec<Sequenced<SourceEvent>>>,
+    results: Receiver<Vec<Sequenced<Vec<SourceEvent>>>>,
     budget: Arc<ByteBudget>,
-    reorder: BTreeMap<u64, (usize, SourceEvent)>,
+    reorder: BTreeMap<u64, (usize, Vec<SourceEvent>)>,
+    /// Events of the raw event last taken in order, in reverse order.
+    ready: Vec<SourceEvent>,
     sequence_next: u64,
     /// Bytes taken in order but not yet given back: released a batch's
     /// worth at a time, and always before waiting for more.
@@ -372,13 +453,15 @@ impl ParallelStream {
         threads.push(std::thread::spawn(move || producer.run()));
         for _ in 0..hasher_threads {
             let work_receiver = work_receiver.clone();
-            let result_sender: Sender<Vec<Sequenced<SourceEvent>>> = result_sender.clone();
+            let result_sender: Sender<Vec<Sequenced<Vec<SourceEvent>>>> = result_sender.clone();
             threads.push(std::thread::spawn(move || {
                 for batch in work_receiver {
-                    let hashed = batch
-                        .into_iter()
-                        .map(|(sequence, cost_bytes, raw)| (sequence, cost_bytes, hash_event(raw)))
-                        .collect();
+                    let hash = |(sequence, cost_bytes, raw)| {
+                        let mut events = Vec::with_capacity(1);
+                        hash_event(raw, config, &mut events);
+                        (sequence, cost_bytes, events)
+                    };
+                    let hashed = batch.into_iter().map(hash).collect();
                     if result_sender.send(hashed).is_err() {
                         break;
                     }
@@ -389,6 +472,7 @@ impl ParallelStream {
             results: result_receiver,
             budget,
             reorder: BTreeMap::new(),
+            ready: Vec::new(),
             sequence_next: 0,
             unreleased_bytes: 0,
             threads,
@@ -399,14 +483,19 @@ impl ParallelStream {
 impl EventStream for ParallelStream {
     fn next_event(&mut self) -> Option<SourceEvent> {
         loop {
-            if let Some((cost_bytes, event)) = self.reorder.remove(&self.sequence_next) {
+            if let Some(event) = self.ready.pop() {
+                return Some(event);
+            }
+            if let Some((cost_bytes, mut events)) = self.reorder.remove(&self.sequence_next) {
                 self.sequence_next += 1;
                 self.unreleased_bytes += cost_bytes;
                 if self.unreleased_bytes >= BATCH_BYTES_MAX {
                     self.budget
                         .release(std::mem::take(&mut self.unreleased_bytes));
                 }
-                return Some(event);
+                events.reverse();
+                self.ready = events;
+                continue;
             }
             // The producer may be waiting for exactly these bytes.
             self.budget
@@ -553,6 +642,89 @@ mod tests {
         }
         assert_eq!(opened(), 1000, "files opened ahead of the consumer");
         drop(stream);
+    }
+
+    /// Every file's chunks, per path, as the stream gives them.
+    fn chunks_per_file(stream: &mut dyn EventStream) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut files = BTreeMap::new();
+        let mut current = None;
+        while let Some(event) = stream.next_event() {
+            match event {
+                SourceEvent::FileStart(entry) => current = Some((entry.path, Vec::new())),
+                SourceEvent::Chunk { bytes, .. } => current.as_mut().unwrap().1.push(bytes),
+                SourceEvent::FileEnd => {
+                    let (path, chunks) = current.take().unwrap();
+                    files.insert(path, chunks);
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        files
+    }
+
+    /// A source whose listing says every file is 10 bytes long: each has
+    /// grown since it was listed.
+    struct GrownSource(MemorySource);
+
+    impl Source for GrownSource {
+        fn list(&self) -> Result<Vec<SourceEntry>, crate::source::SourceError> {
+            let mut entries = self.0.list()?;
+            for entry in &mut entries {
+                if let SourceKind::File { size_bytes, .. } = &mut entry.kind {
+                    *size_bytes = 10;
+                }
+            }
+            Ok(entries)
+        }
+        fn open(&self, path: &str) -> std::io::Result<Box<dyn Read + Send>> {
+            self.0.open(path)
+        }
+    }
+
+    /// Small files are read whole and chunked on a hasher; large ones and
+    /// ones that grew past the cap after listing are streamed. Whichever
+    /// way, inline or parallel, the chunks are those of streaming the file.
+    #[test]
+    fn files_read_whole_are_chunked_exactly_as_if_streamed() {
+        let config = ChunkerConfig::with_average(4096);
+        let min = config.size_min_bytes;
+        let sizes = [
+            0,
+            1,
+            min - 1,
+            min,
+            min + 1,
+            100_000,
+            WHOLE_FILE_MAX_BYTES,
+            WHOLE_FILE_MAX_BYTES + 1,
+            3 << 20,
+        ];
+        let mut tree = MemorySource::new();
+        let mut expected = BTreeMap::new();
+        for (index, size) in sizes.into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..size)
+                .map(|i| ((i * 2_654_435_761_usize) >> 13) as u8 ^ index as u8)
+                .collect();
+            let streamed: Vec<Vec<u8>> = ChunkReader::new(&bytes[..], config)
+                .map(Result::unwrap)
+                .collect();
+            let path = format!("f{index}");
+            expected.insert(path.clone(), streamed);
+            tree.insert(&path, 0o644, MemoryEntry::File(bytes));
+        }
+        let parallel = Pipeline::Parallel {
+            hasher_threads: 2,
+            in_flight_bytes_max: 4 << 20,
+        };
+        let grown: Arc<dyn Source> = Arc::new(GrownSource(tree.clone()));
+        let listed: Arc<dyn Source> = Arc::new(tree);
+        for source in [listed, grown] {
+            for pipeline in [Pipeline::Inline, parallel] {
+                let entries = source.list().unwrap();
+                let mut stream = start(pipeline, source.clone(), entries, config);
+                assert_eq!(chunks_per_file(&mut *stream), expected, "{pipeline:?}");
+            }
+        }
     }
 
     /// Dropping a stream midway must stop and join its threads, not hang.
