@@ -3,20 +3,28 @@
 //! Both pipelines turn a source listing into one ordered stream of
 //! [`SourceEvent`]s: entries, and for each file its chunks with fingerprints.
 //! [`Pipeline::Inline`] does it on the calling thread (the simulator refuses
-//! system threads). [`Pipeline::Parallel`] reads on one thread (and chunks
-//! the files too large to read whole there), chunks small files and hashes
-//! on `hasher_threads` more, and restores order on the consumer side.
-//! Memory stays bounded: before sending an event the producer takes its size
-//! from a byte budget, which the consumer gives back only once it has taken
-//! the event in order, so at most `in_flight_bytes_max` (plus the one chunk
-//! being waited on) is in flight wherever it sits: queues, hashers, reorder.
+//! system threads). [`Pipeline::Parallel`] runs `worker_threads` workers,
+//! each taking the next entry of the listing and reading, chunking and
+//! hashing it whole, so files are read and chunked side by side; a worker
+//! with nothing left to take hashes the chunks another cuts from a large
+//! file, so one large file still hashes on every core. The consumer puts the
+//! events back in listing order.
+//!
+//! Memory stays bounded: before sending a group of events a worker takes its
+//! size from a byte budget, which the consumer gives back only once it has
+//! taken the group in order, so at most the budget (plus one group per
+//! worker being built) is in flight wherever it sits. Workers on later
+//! entries must leave a reserve of one largest group in the budget, which
+//! only the earliest entry still being produced may use: the consumer waits
+//! on that entry, so it can always move, and the pipeline cannot deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::Fingerprint;
 use crate::chunker::{ChunkReader, ChunkerConfig};
@@ -27,26 +35,26 @@ use crate::source::{Source, SourceEntry, SourceKind};
 pub enum Pipeline {
     /// Everything on the caller's thread. Required under the simulator.
     Inline,
-    /// A reader/chunker thread plus `hasher_threads` SHA-256 threads, with at
-    /// most `in_flight_bytes_max` of chunks between them and the consumer.
+    /// `worker_threads` threads that each read, chunk and hash whole
+    /// entries, with at most `in_flight_bytes_max` of events between them
+    /// and the consumer.
     Parallel {
-        hasher_threads: usize,
+        worker_threads: usize,
         in_flight_bytes_max: usize,
     },
 }
 
 impl Pipeline {
-    /// Parallel on every core: hashing is the per-byte bottleneck (SHA-256
-    /// ≈1.3 GiB/s per core against ≈2 GiB/s for FastCDC cut points), so
-    /// there is one hasher per core and the chunker shares a core. 64 MiB in
-    /// flight covers several 16 MiB pack writes, so hashing goes on while
-    /// the consumer waits for the disk.
+    /// Parallel on every core: one worker per core, since each worker does
+    /// all the per-byte work (read, FastCDC cut points, SHA-256) for its
+    /// entry. 64 MiB in flight covers several 16 MiB pack writes, so
+    /// hashing goes on while the consumer waits for the disk.
     pub fn parallel_default() -> Self {
         let cores = std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2);
         Self::Parallel {
-            hasher_threads: cores.max(1),
+            worker_threads: cores.max(1),
             in_flight_bytes_max: 64 << 20,
         }
     }
@@ -87,176 +95,181 @@ pub fn start(
     match pipeline {
         Pipeline::Inline => Box::new(InlineStream::new(source, entries, config)),
         Pipeline::Parallel {
-            hasher_threads,
+            worker_threads,
             in_flight_bytes_max,
         } => {
-            // At least one largest chunk must fit, or the stream would
-            // pass one event at a time.
-            let budget_bytes =
-                in_flight_bytes_max.max(config.size_max_bytes + EVENT_OVERHEAD_BYTES);
+            // The reserve holds the largest group; the budget holds two, so
+            // later entries always have room to run ahead.
+            let reserve_bytes = group_cost_max_bytes(&config);
+            let budget = Budget {
+                capacity_bytes: in_flight_bytes_max.max(2 * reserve_bytes),
+                reserve_bytes,
+            };
             Box::new(ParallelStream::start(
                 source,
                 entries,
                 config,
-                hasher_threads.max(1),
-                budget_bytes,
+                worker_threads.max(1),
+                budget,
             ))
         }
     }
 }
 
-/// Events before hashing: chunks carry bytes only.
-enum RawEvent {
-    Entry(SourceEntry),
-    FileStart(SourceEntry),
-    Chunk(Vec<u8>),
-    FileEnd,
-    FileFailed(String),
-    /// A small file read whole, to be chunked where it is hashed: the
-    /// reader then only reads, which is what bounds a tree of small files.
-    /// Stands for its start, its chunks and its end.
-    WholeFile {
-        entry: SourceEntry,
-        bytes: Vec<u8>,
-    },
-    /// A small file whose read failed: its start, then its failure.
-    WholeFileFailed {
-        entry: SourceEntry,
-        reason: String,
-    },
-}
-
-/// Files listed at up to this size are read whole by the reader and
-/// chunked by a hasher; larger ones are streamed through a [`ChunkReader`].
+/// Files listed at up to this size are read whole, then chunked in memory;
+/// larger ones are streamed through a [`ChunkReader`].
 const WHOLE_FILE_MAX_BYTES: usize = 1 << 20;
 
-/// Walks the entries, opening and chunking each file in turn.
-struct RawProducer {
-    source: Arc<dyn Source>,
-    entries: std::vec::IntoIter<SourceEntry>,
-    config: ChunkerConfig,
-    current: Option<ChunkReader<Box<dyn Read + Send>>>,
+/// Bookkeeping bytes charged per event on top of its chunk, so that a run
+/// of empty files or directories is bounded too.
+const EVENT_OVERHEAD_BYTES: usize = 256;
+
+/// What producing an entry yields next.
+enum Step {
+    /// Events complete with fingerprints.
+    Group(Vec<SourceEvent>),
+    /// The next chunk of a streamed file, not yet hashed.
+    Chunk(Vec<u8>),
 }
 
-impl RawProducer {
-    fn next_raw(&mut self) -> Option<RawEvent> {
-        if let Some(reader) = self.current.as_mut() {
-            return Some(match reader.next() {
-                Some(Ok(bytes)) => RawEvent::Chunk(bytes),
-                Some(Err(error)) => {
-                    self.current = None;
-                    RawEvent::FileFailed(format!("read failed: {error}"))
-                }
-                None => {
-                    self.current = None;
-                    RawEvent::FileEnd
-                }
-            });
-        }
-        let entry = self.entries.next()?;
+/// The events of one entry, produced a step at a time.
+enum EntryEvents {
+    Done,
+    /// One group left to hand out.
+    Ready(Vec<SourceEvent>),
+    /// A file streamed chunk by chunk; `start` is its pending `FileStart`.
+    Streaming {
+        start: Option<SourceEntry>,
+        chunks: ChunkReader<Box<dyn Read + Send>>,
+    },
+}
+
+impl EntryEvents {
+    /// Opens `entry`: a small file is read, chunked and hashed here.
+    fn new(source: &dyn Source, entry: SourceEntry, config: ChunkerConfig) -> Self {
         let SourceKind::File { size_bytes, .. } = entry.kind else {
-            return Some(RawEvent::Entry(entry));
+            return Self::Ready(vec![SourceEvent::Entry(entry)]);
         };
-        match self.source.open(&entry.path) {
-            Ok(reader) => {
-                let hint_bytes = usize::try_from(size_bytes).unwrap_or(usize::MAX);
-                if hint_bytes <= WHOLE_FILE_MAX_BYTES {
-                    return Some(self.read_whole(entry, reader, hint_bytes));
-                }
-                self.current = Some(ChunkReader::with_size_hint(reader, self.config, hint_bytes));
-                Some(RawEvent::FileStart(entry))
-            }
+        let reader = match source.open(&entry.path) {
+            Ok(reader) => reader,
             // An unopenable file is reported like any other skipped entry.
             Err(error) => {
                 let reason = format!("unreadable file, not backed up: {error}");
-                Some(RawEvent::Entry(SourceEntry {
+                return Self::Ready(vec![SourceEvent::Entry(SourceEntry {
                     kind: SourceKind::Skipped { reason },
                     ..entry
-                }))
+                })]);
             }
+        };
+        let hint_bytes = usize::try_from(size_bytes).unwrap_or(usize::MAX);
+        if hint_bytes > WHOLE_FILE_MAX_BYTES {
+            let chunks = ChunkReader::with_size_hint(reader, config, hint_bytes);
+            let start = Some(entry);
+            return Self::Streaming { start, chunks };
         }
+        Self::read_whole(entry, reader, hint_bytes, config)
     }
-}
 
-impl RawProducer {
     /// Reads a small file whole. One that has grown past the cap since it
     /// was listed goes on streaming from where the read stopped.
     fn read_whole(
-        &mut self,
         entry: SourceEntry,
         reader: Box<dyn Read + Send>,
         hint_bytes: usize,
-    ) -> RawEvent {
+        config: ChunkerConfig,
+    ) -> Self {
         let mut bytes = Vec::with_capacity(hint_bytes);
         let cap_bytes = WHOLE_FILE_MAX_BYTES as u64 + 1;
         let mut reader = reader.take(cap_bytes);
         if let Err(error) = reader.read_to_end(&mut bytes) {
             let reason = format!("read failed: {error}");
-            return RawEvent::WholeFileFailed { entry, reason };
+            let failed = SourceEvent::FileFailed { reason };
+            return Self::Ready(vec![SourceEvent::FileStart(entry), failed]);
         }
-        if bytes.len() <= WHOLE_FILE_MAX_BYTES {
-            return RawEvent::WholeFile { entry, bytes };
+        if bytes.len() > WHOLE_FILE_MAX_BYTES {
+            let rest = std::io::Cursor::new(bytes).chain(reader.into_inner());
+            let chunks =
+                ChunkReader::with_size_hint(Box::new(rest) as Box<dyn Read + Send>, config, 0);
+            let start = Some(entry);
+            return Self::Streaming { start, chunks };
         }
-        let rest = std::io::Cursor::new(bytes).chain(reader.into_inner());
-        let size_bytes = WHOLE_FILE_MAX_BYTES * 2;
-        self.current = Some(ChunkReader::with_size_hint(
-            Box::new(rest),
-            self.config,
-            size_bytes,
-        ));
-        RawEvent::FileStart(entry)
+        let mut group = vec![SourceEvent::FileStart(entry)];
+        // FastCDC never cuts below the minimum size: such a file is one
+        // chunk as it stands (and an empty file is none).
+        if !bytes.is_empty() && bytes.len() <= config.size_min_bytes {
+            group.push(hashed(bytes));
+        } else if !bytes.is_empty() {
+            let length = bytes.len();
+            let chunks = ChunkReader::with_size_hint(&bytes[..], config, length);
+            group.extend(chunks.map(|chunk| hashed(chunk.expect("reading memory cannot fail"))));
+        }
+        group.push(SourceEvent::FileEnd);
+        Self::Ready(group)
+    }
+
+    fn next_step(&mut self) -> Option<Step> {
+        match std::mem::replace(self, Self::Done) {
+            Self::Done => None,
+            Self::Ready(group) => Some(Step::Group(group)),
+            Self::Streaming {
+                start: Some(entry),
+                chunks,
+            } => {
+                *self = Self::Streaming {
+                    start: None,
+                    chunks,
+                };
+                Some(Step::Group(vec![SourceEvent::FileStart(entry)]))
+            }
+            Self::Streaming {
+                start: None,
+                mut chunks,
+            } => Some(match chunks.next() {
+                Some(Ok(bytes)) => {
+                    *self = Self::Streaming {
+                        start: None,
+                        chunks,
+                    };
+                    Step::Chunk(bytes)
+                }
+                Some(Err(error)) => {
+                    let reason = format!("read failed: {error}");
+                    Step::Group(vec![SourceEvent::FileFailed { reason }])
+                }
+                None => Step::Group(vec![SourceEvent::FileEnd]),
+            }),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
     }
 }
 
-/// Turns one raw event into its events, chunking and hashing as needed.
-fn hash_event(raw: RawEvent, config: ChunkerConfig, out: &mut Vec<SourceEvent>) {
-    let chunk = |bytes: Vec<u8>| SourceEvent::Chunk {
+fn hashed(bytes: Vec<u8>) -> SourceEvent {
+    SourceEvent::Chunk {
         fingerprint: Fingerprint::of(&bytes),
         bytes,
-    };
-    match raw {
-        RawEvent::Entry(entry) => out.push(SourceEvent::Entry(entry)),
-        RawEvent::FileStart(entry) => out.push(SourceEvent::FileStart(entry)),
-        RawEvent::Chunk(bytes) => out.push(chunk(bytes)),
-        RawEvent::FileEnd => out.push(SourceEvent::FileEnd),
-        RawEvent::FileFailed(reason) => out.push(SourceEvent::FileFailed { reason }),
-        RawEvent::WholeFile { entry, bytes } => {
-            out.push(SourceEvent::FileStart(entry));
-            // FastCDC never cuts below the minimum size: such a file is one
-            // chunk as it stands (and an empty file is none).
-            if !bytes.is_empty() && bytes.len() <= config.size_min_bytes {
-                out.push(chunk(bytes));
-            } else if !bytes.is_empty() {
-                let length = bytes.len();
-                let chunks = ChunkReader::with_size_hint(&bytes[..], config, length);
-                out.extend(chunks.map(|bytes| chunk(bytes.expect("reading memory cannot fail"))));
-            }
-            out.push(SourceEvent::FileEnd);
-        }
-        RawEvent::WholeFileFailed { entry, reason } => {
-            out.push(SourceEvent::FileStart(entry));
-            out.push(SourceEvent::FileFailed { reason });
-        }
     }
 }
 
 /// Reads, chunks and hashes on the caller's thread.
 struct InlineStream {
-    producer: RawProducer,
-    /// Events of the last raw event not yet handed out, in reverse order.
+    source: Arc<dyn Source>,
+    entries: std::vec::IntoIter<SourceEntry>,
+    config: ChunkerConfig,
+    current: EntryEvents,
+    /// Events of the last group not yet handed out, in reverse order.
     ready: Vec<SourceEvent>,
 }
 
 impl InlineStream {
     fn new(source: Arc<dyn Source>, entries: Vec<SourceEntry>, config: ChunkerConfig) -> Self {
-        let entries = entries.into_iter();
         Self {
-            producer: RawProducer {
-                source,
-                entries,
-                config,
-                current: None,
-            },
+            source,
+            entries: entries.into_iter(),
+            config,
+            current: EntryEvents::Done,
             ready: Vec::new(),
         }
     }
@@ -265,155 +278,329 @@ impl InlineStream {
 impl EventStream for InlineStream {
     fn next_event(&mut self) -> Option<SourceEvent> {
         while self.ready.is_empty() {
-            let raw = self.producer.next_raw()?;
-            hash_event(raw, self.producer.config, &mut self.ready);
-            self.ready.reverse();
+            match self.current.next_step() {
+                Some(Step::Group(mut group)) => {
+                    group.reverse();
+                    self.ready = group;
+                }
+                Some(Step::Chunk(bytes)) => return Some(hashed(bytes)),
+                None => {
+                    let entry = self.entries.next()?;
+                    self.current = EntryEvents::new(&*self.source, entry, self.config);
+                }
+            }
         }
         self.ready.pop()
     }
 }
 
-/// Bookkeeping bytes charged per event on top of its chunk, so that a run
-/// of empty files or directories is bounded too.
-const EVENT_OVERHEAD_BYTES: usize = 256;
-
-fn event_cost_bytes(raw: &RawEvent) -> usize {
-    match raw {
-        RawEvent::Chunk(bytes) | RawEvent::WholeFile { bytes, .. } => {
-            bytes.len() + EVENT_OVERHEAD_BYTES
-        }
-        _ => EVENT_OVERHEAD_BYTES,
-    }
+/// The most a group can cost: a streamed chunk, or a file read whole with
+/// its start, end and every chunk (none shorter than the minimum but its
+/// last).
+fn group_cost_max_bytes(config: &ChunkerConfig) -> usize {
+    let chunk_bytes = config.size_max_bytes + EVENT_OVERHEAD_BYTES;
+    let chunks_max = WHOLE_FILE_MAX_BYTES / config.size_min_bytes.max(1) + 1;
+    let whole_file_bytes = WHOLE_FILE_MAX_BYTES + (chunks_max + 2) * EVENT_OVERHEAD_BYTES;
+    chunk_bytes.max(whole_file_bytes)
 }
 
-/// A counting semaphore in bytes: the cap on bytes in flight.
-struct ByteBudget {
+fn group_cost_bytes(group: &[SourceEvent]) -> usize {
+    let event_cost = |event: &SourceEvent| match event {
+        SourceEvent::Chunk { bytes, .. } => bytes.len() + EVENT_OVERHEAD_BYTES,
+        _ => EVENT_OVERHEAD_BYTES,
+    };
+    group.iter().map(event_cost).sum()
+}
+
+/// The byte budget's sizes.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
     capacity_bytes: usize,
-    state: Mutex<BudgetState>,
+    /// Left free for the earliest entry still being produced.
+    reserve_bytes: usize,
+}
+
+/// What the workers share: the entries left to take, the byte budget, and
+/// which entries are still being produced.
+struct Scheduler {
+    budget: Budget,
+    state: Mutex<SchedulerState>,
     changed: Condvar,
 }
 
-struct BudgetState {
+struct SchedulerState {
+    entries: std::iter::Enumerate<std::vec::IntoIter<SourceEntry>>,
+    /// Entries taken by a worker whose last group is not yet sent: the
+    /// first is the one the consumer will wait on next.
+    producing: BTreeSet<u64>,
     available_bytes: usize,
     closed: bool,
-    /// Threads in `acquire`: a release wakes someone only if there is one
-    /// (a wake per event was a futex call per event).
+    /// Threads in `acquire`: a release or a finished entry wakes someone
+    /// only if there is one (a wake per event was a futex call per event).
     waiting: usize,
 }
 
-impl ByteBudget {
-    fn new(capacity_bytes: usize) -> Self {
-        let state = Mutex::new(BudgetState {
-            available_bytes: capacity_bytes,
+impl SchedulerState {
+    fn fits(&self, budget: Budget, entry_index: u64, needed_bytes: usize) -> bool {
+        let earliest = self.producing.first() == Some(&entry_index);
+        let reserve_bytes = if earliest { 0 } else { budget.reserve_bytes };
+        self.available_bytes >= needed_bytes + reserve_bytes
+    }
+}
+
+impl Scheduler {
+    fn new(entries: Vec<SourceEntry>, budget: Budget) -> Self {
+        let state = SchedulerState {
+            entries: entries.into_iter().enumerate(),
+            producing: BTreeSet::new(),
+            available_bytes: budget.capacity_bytes,
             closed: false,
             waiting: 0,
-        });
+        };
         Self {
-            capacity_bytes,
-            state,
+            budget,
+            state: Mutex::new(state),
             changed: Condvar::new(),
         }
     }
 
-    /// Waits until `bytes` fit (a cost above the whole budget waits for all
-    /// of it, so it cannot deadlock); false once the budget is closed.
-    fn acquire(&self, bytes: usize) -> bool {
-        let needed_bytes = bytes.min(self.capacity_bytes);
-        let mut state = self.state.lock().expect("budget lock");
-        state.waiting += 1;
-        while state.available_bytes < needed_bytes && !state.closed {
-            state = self.changed.wait(state).expect("budget lock");
+    /// The next entry of the listing, with its index, now being produced.
+    fn take_entry(&self) -> Option<(u64, SourceEntry)> {
+        let mut state = self.state.lock().expect("scheduler lock");
+        if state.closed {
+            return None;
         }
-        state.waiting -= 1;
-        state.available_bytes -= needed_bytes.min(state.available_bytes);
-        !state.closed
+        let (index, entry) = state.entries.next()?;
+        let index = index as u64;
+        state.producing.insert(index);
+        Some((index, entry))
     }
 
-    /// Takes `bytes` if they fit now; false if they do not or it is closed.
-    fn try_acquire(&self, bytes: usize) -> bool {
-        let needed_bytes = bytes.min(self.capacity_bytes);
-        let mut state = self.state.lock().expect("budget lock");
-        if state.closed || state.available_bytes < needed_bytes {
+    /// The entry's last group is sent: a later entry may now be earliest.
+    fn finish_entry(&self, entry_index: u64) {
+        let mut state = self.state.lock().expect("scheduler lock");
+        state.producing.remove(&entry_index);
+        if state.waiting > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    fn needed_bytes(&self, bytes: usize) -> usize {
+        bytes.min(self.budget.capacity_bytes - self.budget.reserve_bytes)
+    }
+
+    /// Takes `bytes` for a group of `entry_index` if they fit now.
+    fn try_acquire(&self, entry_index: u64, bytes: usize) -> bool {
+        let needed_bytes = self.needed_bytes(bytes);
+        let mut state = self.state.lock().expect("scheduler lock");
+        if state.closed || !state.fits(self.budget, entry_index, needed_bytes) {
             return false;
         }
         state.available_bytes -= needed_bytes;
         true
     }
 
+    /// Waits until `bytes` fit; false once the pipeline is closed.
+    fn acquire(&self, entry_index: u64, bytes: usize) -> bool {
+        let needed_bytes = self.needed_bytes(bytes);
+        let mut state = self.state.lock().expect("scheduler lock");
+        state.waiting += 1;
+        while !state.closed && !state.fits(self.budget, entry_index, needed_bytes) {
+            state = self.changed.wait(state).expect("scheduler lock");
+        }
+        state.waiting -= 1;
+        if state.closed {
+            return false;
+        }
+        state.available_bytes -= needed_bytes;
+        true
+    }
+
+    /// Gives back what `acquire` took for groups of `bytes` in all.
     fn release(&self, bytes: usize) {
-        let mut state = self.state.lock().expect("budget lock");
-        let available_bytes = state.available_bytes + bytes.min(self.capacity_bytes);
-        state.available_bytes = available_bytes.min(self.capacity_bytes);
+        let mut state = self.state.lock().expect("scheduler lock");
+        let available_bytes = state.available_bytes + bytes;
+        state.available_bytes = available_bytes.min(self.budget.capacity_bytes);
         if state.waiting > 0 {
             self.changed.notify_all();
         }
     }
 
     fn close(&self) {
-        self.state.lock().expect("budget lock").closed = true;
+        self.state.lock().expect("scheduler lock").closed = true;
         self.changed.notify_all();
     }
 }
 
-/// Reader thread → work queue → hasher threads → result queue → reordering
-/// by sequence number on the consumer's thread, under one byte budget.
-/// Events travel in batches: one channel operation per event made a tree of
-/// small files spend its time waking threads (strace showed 875k
-/// `sched_yield` calls for the Rust docs tree).
-struct ParallelStream {
-    results: Receiver<Vec<Sequenced<Vec<SourceEvent>>>>,
-    budget: Arc<ByteBudget>,
-    reorder: BTreeMap<u64, (usize, Vec<SourceEvent>)>,
-    /// Events of the raw event last taken in order, in reverse order.
-    ready: Vec<SourceEvent>,
-    sequence_next: u64,
-    /// Bytes taken in order but not yet given back: released a batch's
-    /// worth at a time, and always before waiting for more.
-    unreleased_bytes: usize,
-    threads: Vec<JoinHandle<()>>,
+/// A group's place in the stream: its entry, then its order in the entry.
+type GroupKey = (u64, u32);
+
+/// A group on its way to the consumer.
+struct Sent {
+    key: GroupKey,
+    /// What it holds of the budget.
+    cost_bytes: usize,
+    /// The entry's last group.
+    last: bool,
+    events: Vec<SourceEvent>,
 }
 
-/// An event with its place in the stream and its cost in the byte budget.
-type Sequenced<E> = (u64, usize, E);
+/// A chunk handed from the worker cutting it to an idle worker to hash.
+struct HashJob {
+    key: GroupKey,
+    cost_bytes: usize,
+    bytes: Vec<u8>,
+}
 
 /// Queue capacity in batches; the byte budget is the real bound.
 const QUEUE_BATCHES_MAX: usize = 256;
-/// A batch is sent once it holds this many bytes or events, or when the
-/// producer would otherwise wait for budget (so a tiny budget cannot
-/// deadlock on an unsent batch).
+/// A batch is sent once it holds this many bytes or groups, and always
+/// before its worker waits for anything (so nothing the consumer waits for
+/// sits in a batch of a waiting worker).
 const BATCH_BYTES_MAX: usize = 1 << 20;
-const BATCH_EVENTS_MAX: usize = 256;
+const BATCH_GROUPS_MAX: usize = 256;
 
-/// The producer's side: reads and chunks, and sends events in batches.
-struct BatchingProducer {
-    producer: RawProducer,
-    budget: Arc<ByteBudget>,
-    sender: Sender<Vec<Sequenced<RawEvent>>>,
-    batch: Vec<Sequenced<RawEvent>>,
+/// One worker thread: takes entries in turn and produces them, and hashes
+/// what others hand it.
+struct Worker {
+    source: Arc<dyn Source>,
+    config: ChunkerConfig,
+    scheduler: Arc<Scheduler>,
+    results: Sender<Vec<Sent>>,
+    hash_jobs: Receiver<HashJob>,
+    /// Dropped once this worker can take no more entries, so the job queue
+    /// closes when every worker is past the listing.
+    hash_job_sender: Option<Sender<HashJob>>,
+    /// Workers past the listing, doing nothing but hash jobs.
+    hashing_workers: Arc<AtomicUsize>,
+    batch: Vec<Sent>,
     batch_bytes: usize,
 }
 
-impl BatchingProducer {
-    /// Runs until the source is exhausted or the consumer goes away.
+impl Worker {
+    /// Runs until every entry is produced and hashed, or the consumer goes.
     fn run(mut self) {
-        let mut sequence = 0_u64;
-        while let Some(raw) = self.producer.next_raw() {
-            let cost_bytes = event_cost_bytes(&raw);
-            if !self.budget.try_acquire(cost_bytes) {
-                // Everything in flight before us must be able to drain.
-                if !self.send_batch() || !self.budget.acquire(cost_bytes) {
-                    return;
-                }
-            }
-            self.batch.push((sequence, cost_bytes, raw));
-            self.batch_bytes += cost_bytes;
-            sequence += 1;
-            let full = self.batch_bytes >= BATCH_BYTES_MAX || self.batch.len() >= BATCH_EVENTS_MAX;
-            if full && !self.send_batch() {
+        while let Some((index, entry)) = self.scheduler.take_entry() {
+            if !self.hash_waiting_jobs() || !self.produce(index, entry) {
                 return;
             }
         }
-        self.send_batch();
+        self.hash_job_sender = None;
+        if !self.send_batch() {
+            return;
+        }
+        self.hashing_workers.fetch_add(1, Ordering::SeqCst);
+        // The job queue closes once every worker is past the listing.
+        while let Ok(job) = self.hash_jobs.recv() {
+            if !self.hash_job(job) || !self.hash_waiting_jobs() || !self.send_batch() {
+                return;
+            }
+        }
+    }
+
+    /// Hashes the jobs already queued; false once the consumer is gone.
+    fn hash_waiting_jobs(&mut self) -> bool {
+        while let Ok(job) = self.hash_jobs.try_recv() {
+            if !self.hash_job(job) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn hash_job(&mut self, job: HashJob) -> bool {
+        let events = vec![hashed(job.bytes)];
+        self.push(job.key, job.cost_bytes, false, events)
+    }
+
+    /// Produces one entry's groups; false once the consumer is gone.
+    fn produce(&mut self, index: u64, entry: SourceEntry) -> bool {
+        let mut events = EntryEvents::new(&*self.source, entry, self.config);
+        if matches!(events, EntryEvents::Streaming { .. }) && !self.send_batch() {
+            // A long file comes: what is batched must not wait behind it.
+            return false;
+        }
+        let mut part = 0_u32;
+        while let Some(step) = events.next_step() {
+            let key = (index, part);
+            part += 1;
+            let group = match step {
+                Step::Group(group) => group,
+                // Chunks cut here go to the workers with nothing else to do,
+                // as long as they have less than two each waiting: then they
+                // never stand idle, and this worker hashes the surplus.
+                Step::Chunk(bytes) if self.hashers_want_work() => {
+                    if !self.hand_over(key, bytes) {
+                        return false;
+                    }
+                    continue;
+                }
+                Step::Chunk(bytes) => vec![hashed(bytes)],
+            };
+            let cost_bytes = group_cost_bytes(&group);
+            let last = events.is_done();
+            if !self.acquire(index, cost_bytes) || !self.push(key, cost_bytes, last, group) {
+                return false;
+            }
+        }
+        self.scheduler.finish_entry(index);
+        true
+    }
+
+    fn hashers_want_work(&self) -> bool {
+        let hashing_workers = self.hashing_workers.load(Ordering::SeqCst);
+        let queued_jobs = self
+            .hash_job_sender
+            .as_ref()
+            .map_or(usize::MAX, Sender::len);
+        hashing_workers > 0 && queued_jobs < 2 * hashing_workers
+    }
+
+    /// Queues a chunk for an idle worker to hash; false once the consumer
+    /// is gone.
+    fn hand_over(&mut self, key: GroupKey, bytes: Vec<u8>) -> bool {
+        let cost_bytes = bytes.len() + EVENT_OVERHEAD_BYTES;
+        if !self.acquire(key.0, cost_bytes) {
+            return false;
+        }
+        let job = HashJob {
+            key,
+            cost_bytes,
+            bytes,
+        };
+        let sender = self.hash_job_sender.as_ref();
+        sender
+            .expect("a worker taking entries can hand over")
+            .send(job)
+            .is_ok()
+    }
+
+    /// Takes budget for a group of entry `index`, sending the batch before
+    /// waiting for it.
+    fn acquire(&mut self, index: u64, cost_bytes: usize) -> bool {
+        if self.scheduler.try_acquire(index, cost_bytes) {
+            return true;
+        }
+        self.send_batch() && self.scheduler.acquire(index, cost_bytes)
+    }
+
+    /// Adds a group (its budget taken) to the batch, sending a full batch.
+    fn push(
+        &mut self,
+        key: GroupKey,
+        cost_bytes: usize,
+        last: bool,
+        events: Vec<SourceEvent>,
+    ) -> bool {
+        self.batch.push(Sent {
+            key,
+            cost_bytes,
+            last,
+            events,
+        });
+        self.batch_bytes += cost_bytes;
+        let full = self.batch_bytes >= BATCH_BYTES_MAX || self.batch.len() >= BATCH_GROUPS_MAX;
+        !full || self.send_batch()
     }
 
     /// Sends the pending batch; false once the consumer is gone.
@@ -422,8 +609,26 @@ impl BatchingProducer {
             return true;
         }
         self.batch_bytes = 0;
-        self.sender.send(std::mem::take(&mut self.batch)).is_ok()
+        self.results.send(std::mem::take(&mut self.batch)).is_ok()
     }
+}
+
+/// Worker threads → result queue → reordering by group key on the
+/// consumer's thread, under one byte budget. Groups travel in batches: one
+/// channel operation per event made a tree of small files spend its time
+/// waking threads (strace showed 875k `sched_yield` calls for the Rust docs
+/// tree).
+struct ParallelStream {
+    results: Receiver<Vec<Sent>>,
+    scheduler: Arc<Scheduler>,
+    reorder: BTreeMap<GroupKey, Sent>,
+    /// Events of the group last taken in order, in reverse order.
+    ready: Vec<SourceEvent>,
+    key_next: GroupKey,
+    /// Bytes taken in order but not yet given back: released a batch's
+    /// worth at a time, and always before waiting for more.
+    unreleased_bytes: usize,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl ParallelStream {
@@ -431,49 +636,35 @@ impl ParallelStream {
         source: Arc<dyn Source>,
         entries: Vec<SourceEntry>,
         config: ChunkerConfig,
-        hasher_threads: usize,
-        budget_bytes: usize,
+        worker_threads: usize,
+        budget: Budget,
     ) -> Self {
-        let budget = Arc::new(ByteBudget::new(budget_bytes));
-        let (work_sender, work_receiver) = bounded::<Vec<Sequenced<RawEvent>>>(QUEUE_BATCHES_MAX);
+        let scheduler = Arc::new(Scheduler::new(entries, budget));
         let (result_sender, result_receiver) = bounded(QUEUE_BATCHES_MAX);
-        let mut threads = Vec::with_capacity(hasher_threads + 1);
-        let producer = BatchingProducer {
-            producer: RawProducer {
-                source,
-                entries: entries.into_iter(),
-                config,
-                current: None,
-            },
-            budget: budget.clone(),
-            sender: work_sender,
-            batch: Vec::new(),
-            batch_bytes: 0,
-        };
-        threads.push(std::thread::spawn(move || producer.run()));
-        for _ in 0..hasher_threads {
-            let work_receiver = work_receiver.clone();
-            let result_sender: Sender<Vec<Sequenced<Vec<SourceEvent>>>> = result_sender.clone();
-            threads.push(std::thread::spawn(move || {
-                for batch in work_receiver {
-                    let hash = |(sequence, cost_bytes, raw)| {
-                        let mut events = Vec::with_capacity(1);
-                        hash_event(raw, config, &mut events);
-                        (sequence, cost_bytes, events)
-                    };
-                    let hashed = batch.into_iter().map(hash).collect();
-                    if result_sender.send(hashed).is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
+        let (hash_job_sender, hash_job_receiver) = unbounded();
+        let hashing_workers = Arc::new(AtomicUsize::new(0));
+        let threads = (0..worker_threads)
+            .map(|_| {
+                let worker = Worker {
+                    source: source.clone(),
+                    config,
+                    scheduler: scheduler.clone(),
+                    results: result_sender.clone(),
+                    hash_jobs: hash_job_receiver.clone(),
+                    hash_job_sender: Some(hash_job_sender.clone()),
+                    hashing_workers: hashing_workers.clone(),
+                    batch: Vec::new(),
+                    batch_bytes: 0,
+                };
+                std::thread::spawn(move || worker.run())
+            })
+            .collect();
         Self {
             results: result_receiver,
-            budget,
+            scheduler,
             reorder: BTreeMap::new(),
             ready: Vec::new(),
-            sequence_next: 0,
+            key_next: (0, 0),
             unreleased_bytes: 0,
             threads,
         }
@@ -486,31 +677,34 @@ impl EventStream for ParallelStream {
             if let Some(event) = self.ready.pop() {
                 return Some(event);
             }
-            if let Some((cost_bytes, mut events)) = self.reorder.remove(&self.sequence_next) {
-                self.sequence_next += 1;
-                self.unreleased_bytes += cost_bytes;
+            if let Some(sent) = self.reorder.remove(&self.key_next) {
+                let (entry_index, part) = self.key_next;
+                self.key_next = if sent.last {
+                    (entry_index + 1, 0)
+                } else {
+                    (entry_index, part + 1)
+                };
+                self.unreleased_bytes += sent.cost_bytes;
                 if self.unreleased_bytes >= BATCH_BYTES_MAX {
-                    self.budget
+                    self.scheduler
                         .release(std::mem::take(&mut self.unreleased_bytes));
                 }
+                let mut events = sent.events;
                 events.reverse();
                 self.ready = events;
                 continue;
             }
-            // The producer may be waiting for exactly these bytes.
-            self.budget
+            // A worker may be waiting for exactly these bytes.
+            self.scheduler
                 .release(std::mem::take(&mut self.unreleased_bytes));
             match self.results.recv() {
                 Ok(batch) => {
-                    for (sequence, cost_bytes, event) in batch {
-                        assert!(
-                            sequence >= self.sequence_next,
-                            "sequence {sequence} seen twice"
-                        );
-                        self.reorder.insert(sequence, (cost_bytes, event));
+                    for sent in batch {
+                        assert!(sent.key >= self.key_next, "group {:?} seen twice", sent.key);
+                        self.reorder.insert(sent.key, sent);
                     }
                 }
-                // Every sender is gone and nothing is pending: the end.
+                // Every worker is gone and nothing is pending: the end.
                 Err(_) => {
                     assert!(self.reorder.is_empty(), "a gap in the event sequence");
                     return None;
@@ -522,9 +716,10 @@ impl EventStream for ParallelStream {
 
 impl Drop for ParallelStream {
     fn drop(&mut self) {
-        // Closing the budget and our receiving end makes every thread's
-        // acquire, send or receive fail, so each exits and can be joined.
-        self.budget.close();
+        // Closing the scheduler and our receiving end makes every worker's
+        // take, acquire or send fail, so each exits and can be joined. A
+        // worker waiting for a hash job wakes when the others have gone.
+        self.scheduler.close();
         let (_, closed_receiver) = bounded(0);
         self.results = closed_receiver;
         for thread in self.threads.drain(..) {
@@ -567,6 +762,13 @@ mod tests {
                 .collect();
             tree.insert(&format!("d/f{index:02}"), 0o644, MemoryEntry::File(bytes));
         }
+        // Streamed files, several at once, their chunks hashed by others.
+        for index in 0..4_usize {
+            let bytes: Vec<u8> = (0..(WHOLE_FILE_MAX_BYTES + index * 700_000))
+                .map(|i| ((i * 2_654_435_761) >> 11) as u8 ^ index as u8)
+                .collect();
+            tree.insert(&format!("d/large{index}"), 0o644, MemoryEntry::File(bytes));
+        }
         tree.insert("d/link", 0o777, MemoryEntry::Symlink("f01".to_string()));
         let source: Arc<dyn Source> = Arc::new(tree);
         let entries = source.list().unwrap();
@@ -578,12 +780,48 @@ mod tests {
             config,
         ));
         let parallel = Pipeline::Parallel {
-            hasher_threads: 3,
+            worker_threads: 3,
             in_flight_bytes_max: 1,
         };
         let parallel = describe(&mut *start(parallel, source, entries, config));
         assert!(inline.len() > 200, "{} events", inline.len());
         assert_eq!(parallel, inline);
+    }
+
+    /// Later entries may not take the reserve; the earliest may, and a
+    /// finished entry hands that right to the next.
+    #[test]
+    fn only_the_earliest_entry_may_use_the_reserve() {
+        let entries = (0..3)
+            .map(|index| SourceEntry {
+                path: format!("f{index}"),
+                mode: 0o644,
+                kind: SourceKind::Directory,
+            })
+            .collect();
+        let budget = Budget {
+            capacity_bytes: 1000,
+            reserve_bytes: 400,
+        };
+        let scheduler = Scheduler::new(entries, budget);
+        let (first, _) = scheduler.take_entry().unwrap();
+        let (second, _) = scheduler.take_entry().unwrap();
+        assert!(scheduler.try_acquire(second, 600));
+        assert!(
+            !scheduler.try_acquire(second, 1),
+            "the reserve is left free"
+        );
+        assert!(scheduler.try_acquire(first, 400));
+        assert!(!scheduler.try_acquire(first, 1), "the budget is spent");
+        scheduler.release(400);
+        scheduler.finish_entry(first);
+        assert!(scheduler.try_acquire(second, 400), "now the earliest");
+        let (third, _) = scheduler.take_entry().unwrap();
+        assert!(scheduler.take_entry().is_none());
+        scheduler.release(1000);
+        assert!(scheduler.try_acquire(third, 600));
+        assert!(!scheduler.try_acquire(third, 1), "second is the earliest");
+        assert!(scheduler.try_acquire(second, 1));
     }
 
     /// Counts the files the producer has opened.
@@ -623,7 +861,7 @@ mod tests {
         });
         let entries = source.list().unwrap();
         let parallel = Pipeline::Parallel {
-            hasher_threads: 2,
+            worker_threads: 2,
             in_flight_bytes_max: 8 << 20,
         };
         let mut stream = start(
@@ -713,7 +951,7 @@ mod tests {
             tree.insert(&path, 0o644, MemoryEntry::File(bytes));
         }
         let parallel = Pipeline::Parallel {
-            hasher_threads: 2,
+            worker_threads: 2,
             in_flight_bytes_max: 4 << 20,
         };
         let grown: Arc<dyn Source> = Arc::new(GrownSource(tree.clone()));
@@ -735,7 +973,7 @@ mod tests {
         let source: Arc<dyn Source> = Arc::new(tree);
         let entries = source.list().unwrap();
         let parallel = Pipeline::Parallel {
-            hasher_threads: 2,
+            worker_threads: 2,
             in_flight_bytes_max: 1,
         };
         let mut stream = start(parallel, source, entries, ChunkerConfig::with_average(4096));

@@ -75,7 +75,7 @@ proptest! {
         let config = RepoConfig { chunker, ..RepoConfig::default() };
         let (_repo_dir, repository) = common::repository(config);
         let pipeline = if parallel {
-            Pipeline::Parallel { hasher_threads: 2, in_flight_bytes_max: 4 << 20 }
+            Pipeline::Parallel { worker_threads: 2, in_flight_bytes_max: 4 << 20 }
         } else {
             Pipeline::Inline
         };
