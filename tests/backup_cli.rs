@@ -230,7 +230,7 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 3, "{listed}");
-    let made = [&first, &again, &forced].map(|report| snapshot_id(report));
+    let made = [&first, &again, &forced].map(snapshot_id);
     assert!(
         made.iter().all(|made| ids.contains(&made.as_str())),
         "{listed}"

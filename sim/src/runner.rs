@@ -352,17 +352,17 @@ pub fn check_determinism(
     scenario: &dyn Scenario,
     seed: u64,
     variant: &str,
-) -> Result<String, Divergence> {
+) -> Result<String, Box<Divergence>> {
     let first = run_seed(scenario, seed, variant);
     let second = run_seed(scenario, seed, variant);
     match first_divergence(&first.events, &second.events) {
         None => Ok(first.trace_hash),
-        Some(index) => Err(Divergence {
+        Some(index) => Err(Box::new(Divergence {
             seed,
             index,
             first: first.events.get(index).cloned(),
             second: second.events.get(index).cloned(),
-        }),
+        })),
     }
 }
 
