@@ -381,16 +381,21 @@ fn backup_source(
     };
     tracing::info!(label, pipeline = ?options.pipeline, "backup starting");
     let bar = ByteBar::new("backup");
-    let report = pollster::block_on(client::backup_listed(
-        repository,
-        source,
-        entries,
-        parent.as_ref().map(|(_, manifest)| manifest),
-        &options,
-        &RealClock,
-        &bar,
-    ))
-    .with_context(|| format!("backing up {label}"))?;
+    // Packs are written on a thread of their own, so the next batch is read,
+    // chunked and hashed while the last one goes to disk.
+    let report = repository
+        .with_upload_thread(|service| {
+            pollster::block_on(client::backup_listed(
+                service,
+                source,
+                entries,
+                parent.as_ref().map(|(_, manifest)| manifest),
+                &options,
+                &RealClock,
+                &bar,
+            ))
+        })
+        .with_context(|| format!("backing up {label}"))?;
     drop(bar);
     let seconds = started.elapsed().as_secs_f64();
     let stats = report.stats;

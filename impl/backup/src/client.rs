@@ -161,15 +161,49 @@ pub enum BackupError {
     Protocol(String),
 }
 
-/// State of one backup run, threaded through the event loop.
-struct Run<'a, S: BackupService, C: Clock> {
+/// A batch of new chunks, in the order they were read.
+type Batch = Vec<(Fingerprint, Vec<u8>)>;
+
+/// What uploads a batch: the service, the caller's clock and the Bloom
+/// filter fetched at the start. Only shared borrows, so one batch can
+/// upload while the reading of the next goes on.
+struct Uploader<'a, S: BackupService, C: Clock> {
     service: &'a S,
     clock: &'a C,
     options: &'a BackupOptions,
     bloom: Option<BloomFilter>,
+}
+
+/// The figures an upload adds to a run's [`BackupStats`].
+#[derive(Debug, Default)]
+struct UploadStats {
+    new_chunks: u64,
+    new_bytes: u64,
+    duplicate_uploads: u64,
+    bloom_lookups_saved: u64,
+    bloom_false_positives: u64,
+    index_lookups: u64,
+    lease_waits: u64,
+}
+
+impl BackupStats {
+    fn add_upload(&mut self, upload: &UploadStats) {
+        self.new_chunks += upload.new_chunks;
+        self.new_bytes += upload.new_bytes;
+        self.duplicate_uploads += upload.duplicate_uploads;
+        self.bloom_lookups_saved += upload.bloom_lookups_saved;
+        self.bloom_false_positives += upload.bloom_false_positives;
+        self.index_lookups += upload.index_lookups;
+        self.lease_waits += upload.lease_waits;
+    }
+}
+
+/// State of one backup run.
+struct Run<'a, S: BackupService, C: Clock> {
+    uploader: Uploader<'a, S, C>,
+    /// Fingerprints already settled or batched in this run: each is
+    /// uploaded at most once per run, by its first batch.
     seen: HashSet<Fingerprint>,
-    batch: Vec<(Fingerprint, Vec<u8>)>,
-    batch_bytes: usize,
     stats: BackupStats,
 }
 
@@ -229,13 +263,13 @@ pub async fn backup_listed<S: BackupService, C: Clock>(
         None
     };
     let mut run = Run {
-        service,
-        clock,
-        options,
-        bloom,
+        uploader: Uploader {
+            service,
+            clock,
+            options,
+            bloom,
+        },
         seen: HashSet::new(),
-        batch: Vec::new(),
-        batch_bytes: 0,
         stats: BackupStats::default(),
     };
     let candidates = parent.map(|parent| unchanged_candidates(&entries, parent));
@@ -251,7 +285,6 @@ pub async fn backup_listed<S: BackupService, C: Clock>(
         .collect();
     let events = pipeline::start(options.pipeline, source, to_read, config.chunker);
     let mut read = run.consume(events, progress).await?;
-    run.flush().await?;
     // Back in listing order (parents first); skipped entries are in neither.
     let manifest_entries = order
         .iter()
@@ -276,73 +309,200 @@ fn protocol(what: &str) -> BackupError {
 
 impl<S: BackupService, C: Clock> Run<'_, S, C> {
     /// Turns the ordered event stream into manifest entries, uploading
-    /// chunks batch by batch on the way. The stream (and its threads) ends
+    /// every new chunk on the way; when it returns, every chunk the entries
+    /// name is present or durably stored. The stream (and its threads) ends
     /// before this returns.
+    ///
+    /// Each turn reads the next batch while the one before it uploads. With
+    /// a service that writes on a thread of its own (the CLI's
+    /// [`crate::UploadThread`]) the pack write then overlaps the reading,
+    /// chunking and hashing instead of stalling them; with any other service
+    /// the upload runs to its end first, and the order of calls is the same.
     async fn consume(
         &mut self,
         mut events: Box<dyn EventStream + Send>,
         progress: &dyn Progress,
     ) -> Result<HashMap<String, Entry>, BackupError> {
-        let mut manifest_entries = HashMap::new();
-        let mut current_file: Option<(Entry, Vec<Fingerprint>, u64)> = None;
-        while let Some(event) = events.next_event() {
-            match event {
-                SourceEvent::Entry(entry) => self.add_entry(entry, &mut manifest_entries),
-                SourceEvent::FileStart(entry) => {
-                    let stamp = match entry.kind {
-                        SourceKind::File { stamp, .. } => stamp,
-                        _ => return Err(protocol("a file start for a non-file")),
-                    };
-                    // Size and chunks are filled in at the file's end.
-                    let kind = EntryKind::File {
-                        size_bytes: 0,
-                        chunks: Vec::new(),
-                        stamp,
-                    };
-                    let manifest_entry = Entry {
-                        path: entry.path,
-                        mode: entry.mode,
-                        kind,
-                    };
-                    current_file = Some((manifest_entry, Vec::new(), 0));
+        let uploader = &self.uploader;
+        let mut reader = BatchReader {
+            seen: &mut self.seen,
+            stats: &mut self.stats,
+            batch_size_bytes: uploader.options.batch_size_bytes,
+            batch: Batch::new(),
+            batch_bytes: 0,
+            entries: HashMap::new(),
+            current_file: None,
+        };
+        let mut upload_stats = UploadStats::default();
+        let mut uploading = Batch::new();
+        let mut ended = false;
+        while !ended || !uploading.is_empty() {
+            let upload = uploader.upload(std::mem::take(&mut uploading), &mut upload_stats);
+            let read = async {
+                if ended {
+                    return Ok(None);
                 }
-                SourceEvent::Chunk { fingerprint, bytes } => {
-                    let (_, chunks, size_bytes) = current_file
-                        .as_mut()
-                        .ok_or_else(|| protocol("a chunk outside a file"))?;
-                    chunks.push(fingerprint);
-                    *size_bytes += bytes.len() as u64;
-                    progress.advanced(bytes.len() as u64);
-                    self.add_chunk(fingerprint, bytes).await?;
-                }
-                SourceEvent::FileEnd => {
-                    let (mut entry, new_chunks, new_size_bytes) = current_file
-                        .take()
-                        .ok_or_else(|| protocol("a file end outside a file"))?;
-                    if let EntryKind::File {
-                        size_bytes, chunks, ..
-                    } = &mut entry.kind
-                    {
-                        (*size_bytes, *chunks) = (new_size_bytes, new_chunks);
-                    }
-                    self.stats.files += 1;
-                    manifest_entries.insert(entry.path.clone(), entry);
-                }
-                SourceEvent::FileFailed { reason } => {
-                    let (entry, ..) = current_file
-                        .take()
-                        .ok_or_else(|| protocol("a file failure outside a file"))?;
-                    self.stats.skipped.push(SkippedEntry {
-                        path: entry.path,
-                        reason,
-                    });
-                }
+                reader.read_batch(&mut *events, progress).map(Some)
+            };
+            let (uploaded, read) = futures_util::future::join(upload, read).await;
+            uploaded?;
+            if let Some((batch, at_end)) = read? {
+                (uploading, ended) = (batch, at_end);
             }
         }
-        Ok(manifest_entries)
+        let entries = std::mem::take(&mut reader.entries);
+        self.stats.add_upload(&upload_stats);
+        Ok(entries)
     }
 
-    fn add_entry(&mut self, entry: SourceEntry, out: &mut HashMap<String, Entry>) {
+    /// Keeps the candidates whose every chunk the index says is present,
+    /// and counts them as reused. Fingerprints are asked once each, in
+    /// batches; those confirmed need not be asked again in this run.
+    async fn confirm_present(
+        &mut self,
+        candidates: HashMap<String, Entry>,
+    ) -> Result<HashMap<String, Entry>, BackupError> {
+        let mut unique = HashSet::new();
+        for entry in candidates.values() {
+            unique.extend(file_chunks(entry).iter().copied());
+        }
+        let mut unique: Vec<Fingerprint> = unique.into_iter().collect();
+        unique.sort_unstable();
+        let mut present = HashSet::new();
+        let mut upload_stats = UploadStats::default();
+        for batch in unique.chunks(CONFIRM_BATCH_FINGERPRINTS) {
+            let answers = self
+                .uploader
+                .query_index(batch.to_vec(), &mut upload_stats)
+                .await?;
+            let confirmed = batch.iter().zip(&answers);
+            present.extend(
+                confirmed
+                    .filter(|(_, answer)| **answer == Answer::Present)
+                    .map(|(f, _)| *f),
+            );
+        }
+        self.stats.add_upload(&upload_stats);
+        let mut reused = HashMap::new();
+        for (path, entry) in candidates {
+            let chunks = file_chunks(&entry);
+            if chunks
+                .iter()
+                .all(|fingerprint| present.contains(fingerprint))
+            {
+                self.stats.files += 1;
+                self.stats.unchanged_files += 1;
+                self.stats.chunks += chunks.len() as u64;
+                if let EntryKind::File { size_bytes, .. } = entry.kind {
+                    self.stats.unchanged_bytes += size_bytes;
+                }
+                reused.insert(path, entry);
+            }
+        }
+        self.seen.extend(present);
+        Ok(reused)
+    }
+}
+
+/// The reading side of [`Run::consume`]: events in, manifest entries and
+/// batches of new chunks out. Synchronous: it never waits on the service.
+struct BatchReader<'r> {
+    seen: &'r mut HashSet<Fingerprint>,
+    stats: &'r mut BackupStats,
+    batch_size_bytes: usize,
+    batch: Batch,
+    batch_bytes: usize,
+    entries: HashMap<String, Entry>,
+    /// The file being read: its entry, its chunks so far and their bytes.
+    current_file: Option<(Entry, Vec<Fingerprint>, u64)>,
+}
+
+impl BatchReader<'_> {
+    /// Takes events until a batch is full or the stream ends; returns the
+    /// batch, and whether the stream ended.
+    fn read_batch(
+        &mut self,
+        events: &mut dyn EventStream,
+        progress: &dyn Progress,
+    ) -> Result<(Batch, bool), BackupError> {
+        while let Some(event) = events.next_event() {
+            if self.take_event(event, progress)? {
+                self.batch_bytes = 0;
+                return Ok((std::mem::take(&mut self.batch), false));
+            }
+        }
+        if self.current_file.is_some() {
+            return Err(protocol("a file without its end"));
+        }
+        self.batch_bytes = 0;
+        Ok((std::mem::take(&mut self.batch), true))
+    }
+
+    /// Takes one event; true once the batch is full.
+    fn take_event(
+        &mut self,
+        event: SourceEvent,
+        progress: &dyn Progress,
+    ) -> Result<bool, BackupError> {
+        match event {
+            SourceEvent::Entry(entry) => self.add_entry(entry),
+            SourceEvent::FileStart(entry) => {
+                let stamp = match entry.kind {
+                    SourceKind::File { stamp, .. } => stamp,
+                    _ => return Err(protocol("a file start for a non-file")),
+                };
+                // Size and chunks are filled in at the file's end.
+                let kind = EntryKind::File {
+                    size_bytes: 0,
+                    chunks: Vec::new(),
+                    stamp,
+                };
+                let manifest_entry = Entry {
+                    path: entry.path,
+                    mode: entry.mode,
+                    kind,
+                };
+                self.current_file = Some((manifest_entry, Vec::new(), 0));
+            }
+            SourceEvent::Chunk { fingerprint, bytes } => {
+                let (_, chunks, size_bytes) = self
+                    .current_file
+                    .as_mut()
+                    .ok_or_else(|| protocol("a chunk outside a file"))?;
+                chunks.push(fingerprint);
+                *size_bytes += bytes.len() as u64;
+                progress.advanced(bytes.len() as u64);
+                return Ok(self.add_chunk(fingerprint, bytes));
+            }
+            SourceEvent::FileEnd => {
+                let (mut entry, new_chunks, new_size_bytes) = self
+                    .current_file
+                    .take()
+                    .ok_or_else(|| protocol("a file end outside a file"))?;
+                if let EntryKind::File {
+                    size_bytes, chunks, ..
+                } = &mut entry.kind
+                {
+                    (*size_bytes, *chunks) = (new_size_bytes, new_chunks);
+                }
+                self.stats.files += 1;
+                self.entries.insert(entry.path.clone(), entry);
+            }
+            SourceEvent::FileFailed { reason } => {
+                let (entry, ..) = self
+                    .current_file
+                    .take()
+                    .ok_or_else(|| protocol("a file failure outside a file"))?;
+                self.stats.skipped.push(SkippedEntry {
+                    path: entry.path,
+                    reason,
+                });
+            }
+        }
+        Ok(false)
+    }
+
+    fn add_entry(&mut self, entry: SourceEntry) {
         let kind = match entry.kind {
             SourceKind::Directory => {
                 self.stats.directories += 1;
@@ -363,75 +523,28 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         };
         let path = entry.path.clone();
         let mode = entry.mode;
-        out.insert(path.clone(), Entry { path, mode, kind });
+        self.entries
+            .insert(path.clone(), Entry { path, mode, kind });
     }
 
-    /// Keeps the candidates whose every chunk the index says is present,
-    /// and counts them as reused. Fingerprints are asked once each, in
-    /// batches; those confirmed need not be asked again in this run.
-    async fn confirm_present(
-        &mut self,
-        candidates: HashMap<String, Entry>,
-    ) -> Result<HashMap<String, Entry>, BackupError> {
-        let mut unique = HashSet::new();
-        for entry in candidates.values() {
-            unique.extend(file_chunks(entry).iter().copied());
-        }
-        let mut unique: Vec<Fingerprint> = unique.into_iter().collect();
-        unique.sort_unstable();
-        let mut present = HashSet::new();
-        for batch in unique.chunks(CONFIRM_BATCH_FINGERPRINTS) {
-            let answers = self.query_index(batch.to_vec()).await?;
-            let confirmed = batch.iter().zip(&answers);
-            present.extend(
-                confirmed
-                    .filter(|(_, answer)| **answer == Answer::Present)
-                    .map(|(f, _)| *f),
-            );
-        }
-        let mut reused = HashMap::new();
-        for (path, entry) in candidates {
-            let chunks = file_chunks(&entry);
-            if chunks
-                .iter()
-                .all(|fingerprint| present.contains(fingerprint))
-            {
-                self.stats.files += 1;
-                self.stats.unchanged_files += 1;
-                self.stats.chunks += chunks.len() as u64;
-                if let EntryKind::File { size_bytes, .. } = entry.kind {
-                    self.stats.unchanged_bytes += size_bytes;
-                }
-                reused.insert(path, entry);
-            }
-        }
-        self.seen.extend(present);
-        Ok(reused)
-    }
-
-    async fn add_chunk(
-        &mut self,
-        fingerprint: Fingerprint,
-        bytes: Vec<u8>,
-    ) -> Result<(), BackupError> {
+    /// Counts a chunk, and batches it unless this run has seen it; true
+    /// once the batch is full.
+    fn add_chunk(&mut self, fingerprint: Fingerprint, bytes: Vec<u8>) -> bool {
         self.stats.chunks += 1;
         self.stats.bytes_read += bytes.len() as u64;
         // A chunk seen earlier in this run is handled by its first batch.
         if !self.seen.insert(fingerprint) {
-            return Ok(());
+            return false;
         }
         self.batch_bytes += bytes.len();
         self.batch.push((fingerprint, bytes));
-        if self.batch_bytes >= self.options.batch_size_bytes {
-            self.flush().await?;
-        }
-        Ok(())
+        self.batch_bytes >= self.batch_size_bytes
     }
+}
 
-    /// Settles the current batch: every chunk in it ends present in the store.
-    async fn flush(&mut self) -> Result<(), BackupError> {
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
+impl<S: BackupService, C: Clock> Uploader<'_, S, C> {
+    /// Settles `batch`: every chunk in it ends present in the store.
+    async fn upload(&self, batch: Batch, stats: &mut UploadStats) -> Result<(), BackupError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -440,20 +553,20 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         for (fingerprint, bytes) in batch {
             match &self.bloom {
                 Some(bloom) if !bloom.may_contain(&fingerprint) => {
-                    self.stats.bloom_lookups_saved += 1;
+                    stats.bloom_lookups_saved += 1;
                     upload.push((fingerprint, bytes));
                 }
                 _ => ask.push((fingerprint, bytes)),
             }
         }
         while !ask.is_empty() || !upload.is_empty() {
-            let (to_upload, waiting, soonest_expiry_ms) = self.ask_index(ask).await?;
+            let (to_upload, waiting, soonest_expiry_ms) = self.ask_index(ask, stats).await?;
             upload.extend(to_upload);
             if !upload.is_empty() {
                 let outcome = self.service.put_chunks(std::mem::take(&mut upload)).await?;
-                self.stats.new_chunks += outcome.stored_chunks;
-                self.stats.new_bytes += outcome.stored_bytes;
-                self.stats.duplicate_uploads += outcome.duplicate_chunks;
+                stats.new_chunks += outcome.stored_chunks;
+                stats.new_bytes += outcome.stored_bytes;
+                stats.duplicate_uploads += outcome.duplicate_chunks;
             }
             ask = waiting;
             if let Some(expiry_ms) = soonest_expiry_ms {
@@ -469,11 +582,12 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
 
     /// One index query, counted, with one answer per fingerprint checked.
     async fn query_index(
-        &mut self,
+        &self,
         fingerprints: Vec<Fingerprint>,
+        stats: &mut UploadStats,
     ) -> Result<Vec<Answer>, BackupError> {
         let asked = fingerprints.len();
-        self.stats.index_lookups += asked as u64;
+        stats.index_lookups += asked as u64;
         let answers = self
             .service
             .query(self.options.client, fingerprints, self.clock.now_ms())
@@ -488,36 +602,30 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
     /// Asks the index about `ask`; returns (upload now, ask again, the
     /// soonest lease expiry among those to ask again).
     async fn ask_index(
-        &mut self,
-        ask: Vec<(Fingerprint, Vec<u8>)>,
-    ) -> Result<
-        (
-            Vec<(Fingerprint, Vec<u8>)>,
-            Vec<(Fingerprint, Vec<u8>)>,
-            Option<u64>,
-        ),
-        BackupError,
-    > {
+        &self,
+        ask: Batch,
+        stats: &mut UploadStats,
+    ) -> Result<(Batch, Batch, Option<u64>), BackupError> {
         if ask.is_empty() {
             return Ok((Vec::new(), Vec::new(), None));
         }
         let fingerprints: Vec<Fingerprint> =
             ask.iter().map(|(fingerprint, _)| *fingerprint).collect();
-        let answers = self.query_index(fingerprints).await?;
+        let answers = self.query_index(fingerprints, stats).await?;
         let (mut upload, mut waiting, mut soonest_expiry_ms) = (Vec::new(), Vec::new(), None);
         for (chunk, answer) in ask.into_iter().zip(answers) {
             match answer {
                 Answer::Present => {}
                 Answer::Upload => {
                     if self.bloom.is_some() {
-                        self.stats.bloom_false_positives += 1;
+                        stats.bloom_false_positives += 1;
                     }
                     upload.push(chunk);
                 }
                 Answer::Wait {
                     lease_expires_at_ms,
                 } => {
-                    self.stats.lease_waits += 1;
+                    stats.lease_waits += 1;
                     let soonest = soonest_expiry_ms.get_or_insert(lease_expires_at_ms);
                     *soonest = (*soonest).min(lease_expires_at_ms);
                     waiting.push(chunk);

@@ -437,3 +437,95 @@ impl BackupService for Repository {
         self.list_now()
     }
 }
+
+/// A [`Repository`] whose uploads are written on a thread of their own, so
+/// that a client reads its next batch while a pack is written and fsynced
+/// (on this kind of machine the write is most of a first backup's wall
+/// time). Nothing else changes: `put_chunks` still returns only once the
+/// pack is durable and the index has recorded it, and every other call runs
+/// on the caller's thread. Made by [`Repository::with_upload_thread`].
+pub struct UploadThread<'a> {
+    repository: &'a Repository,
+    jobs: crossbeam_channel::Sender<UploadJob>,
+}
+
+/// One batch for the upload thread, and where its outcome goes.
+struct UploadJob {
+    chunks: Vec<(Fingerprint, Vec<u8>)>,
+    done: futures_channel::oneshot::Sender<ServiceResult<PutOutcome>>,
+}
+
+impl Repository {
+    /// Runs `body` with this repository behind an [`UploadThread`]; the
+    /// thread is joined before this returns.
+    pub fn with_upload_thread<R>(&self, body: impl FnOnce(&UploadThread<'_>) -> R) -> R {
+        // One waiting batch is enough: the client has one upload in flight.
+        let (jobs, queue) = crossbeam_channel::bounded::<UploadJob>(1);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for job in queue {
+                    // A client that stopped waiting loses nothing: the
+                    // pack is durable and recorded all the same.
+                    let _ = job.done.send(self.put_now(&job.chunks));
+                }
+            });
+            // Dropped at the end of this closure, which closes the queue
+            // and lets the thread end before the scope joins it.
+            let service = UploadThread {
+                repository: self,
+                jobs,
+            };
+            body(&service)
+        })
+    }
+}
+
+fn upload_thread_stopped() -> ServiceError {
+    ServiceError::Repository {
+        detail: "the upload thread stopped before answering (it panicked: see the message \
+                 above); this is a bug"
+            .to_string(),
+    }
+}
+
+impl BackupService for UploadThread<'_> {
+    async fn config(&self) -> ServiceResult<RepoConfig> {
+        self.repository.config().await
+    }
+
+    async fn bloom(&self) -> ServiceResult<BloomFilter> {
+        self.repository.bloom().await
+    }
+
+    async fn query(
+        &self,
+        client: ClientId,
+        fingerprints: Vec<Fingerprint>,
+        now_ms: u64,
+    ) -> ServiceResult<Vec<Answer>> {
+        self.repository.query(client, fingerprints, now_ms).await
+    }
+
+    async fn put_chunks(&self, chunks: Vec<(Fingerprint, Vec<u8>)>) -> ServiceResult<PutOutcome> {
+        let (done, outcome) = futures_channel::oneshot::channel();
+        let job = UploadJob { chunks, done };
+        self.jobs.send(job).map_err(|_| upload_thread_stopped())?;
+        outcome.await.map_err(|_| upload_thread_stopped())?
+    }
+
+    async fn get_chunk(&self, fingerprint: Fingerprint) -> ServiceResult<Vec<u8>> {
+        self.repository.get_chunk(fingerprint).await
+    }
+
+    async fn commit_manifest(&self, manifest: Manifest) -> ServiceResult<SnapshotId> {
+        self.repository.commit_manifest(manifest).await
+    }
+
+    async fn get_manifest(&self, id: SnapshotId) -> ServiceResult<Manifest> {
+        self.repository.get_manifest(id).await
+    }
+
+    async fn list_snapshots(&self) -> ServiceResult<Vec<SnapshotSummary>> {
+        self.repository.list_snapshots().await
+    }
+}
