@@ -284,12 +284,20 @@ pub async fn backup_listed<S: BackupService, C: Clock>(
         .filter(|entry| !reused.contains_key(&entry.path))
         .collect();
     let events = pipeline::start(options.pipeline, source, to_read, config.chunker);
-    let mut read = run.consume(events, progress).await?;
-    // Back in listing order (parents first); skipped entries are in neither.
+    let mut read = run.consume(events, progress).await?.into_iter().peekable();
+    // Both halves are in listing order (parents first): merge them. A
+    // skipped entry is in neither.
     let manifest_entries = order
         .iter()
-        .filter_map(|path| reused.remove(path).or_else(|| read.remove(path)))
+        .filter_map(|path| {
+            let reused = (!reused.is_empty()).then(|| reused.remove(path)).flatten();
+            reused.or_else(|| read.next_if(|entry| entry.path == *path))
+        })
         .collect();
+    if let Some(entry) = read.next() {
+        let what = format!("an entry out of the listing's order: {:?}", entry.path);
+        return Err(protocol(&what));
+    }
     // Every chunk named is now present or durably stored: commit, last.
     let manifest = Manifest {
         label: options.label.clone(),
@@ -322,7 +330,7 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         &mut self,
         mut events: Box<dyn EventStream + Send>,
         progress: &dyn Progress,
-    ) -> Result<HashMap<String, Entry>, BackupError> {
+    ) -> Result<Vec<Entry>, BackupError> {
         let uploader = &self.uploader;
         let mut reader = BatchReader {
             seen: &mut self.seen,
@@ -330,7 +338,7 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
             batch_size_bytes: uploader.options.batch_size_bytes,
             batch: Batch::new(),
             batch_bytes: 0,
-            entries: HashMap::new(),
+            entries: Vec::new(),
             current_file: None,
         };
         let mut upload_stats = UploadStats::default();
@@ -412,7 +420,8 @@ struct BatchReader<'r> {
     batch_size_bytes: usize,
     batch: Batch,
     batch_bytes: usize,
-    entries: HashMap<String, Entry>,
+    /// Manifest entries in the order read, which is the listing's.
+    entries: Vec<Entry>,
     /// The file being read: its entry, its chunks so far and their bytes.
     current_file: Option<(Entry, Vec<Fingerprint>, u64)>,
 }
@@ -486,7 +495,7 @@ impl BatchReader<'_> {
                     (*size_bytes, *chunks) = (new_size_bytes, new_chunks);
                 }
                 self.stats.files += 1;
-                self.entries.insert(entry.path.clone(), entry);
+                self.entries.push(entry);
             }
             SourceEvent::FileFailed { reason } => {
                 let (entry, ..) = self
@@ -521,10 +530,11 @@ impl BatchReader<'_> {
             }
             SourceKind::File { .. } => unreachable!("files arrive as FileStart"),
         };
-        let path = entry.path.clone();
-        let mode = entry.mode;
-        self.entries
-            .insert(path.clone(), Entry { path, mode, kind });
+        self.entries.push(Entry {
+            path: entry.path,
+            mode: entry.mode,
+            kind,
+        });
     }
 
     /// Counts a chunk, and batches it unless this run has seen it; true

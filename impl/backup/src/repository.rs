@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::disk::{self, Disk};
 use crate::index::Index;
-use crate::manifest::{Manifest, SnapshotId, SnapshotSummary};
+use crate::manifest::{EntryKind, Manifest, SnapshotId, SnapshotSummary};
 use crate::service::{
     Answer, BackupService, ClientId, ConcurrencyMode, PutOutcome, RepoConfig, ServiceError,
     ServiceResult,
@@ -318,10 +318,11 @@ impl Repository {
             .map_err(|error| invalid(error.to_string()))?;
         // Defence in depth: refuse a manifest naming a chunk not durable. Not
         // in naive mode, whose bug the simulator must see, not have masked.
-        let references = manifest.chunk_references();
-        let missing = references
-            .keys()
-            .find(|fingerprint| !self.store.contains(fingerprint));
+        let named = manifest.entries.iter().flat_map(|entry| match &entry.kind {
+            EntryKind::File { chunks, .. } => chunks.as_slice(),
+            _ => &[],
+        });
+        let missing = self.store.first_missing(named);
         if let (Some(missing), false) = (missing, self.config.mode == ConcurrencyMode::Naive) {
             return Err(invalid(format!(
                 "it names chunk {missing}, which the store does not hold; upload it first"

@@ -102,6 +102,19 @@ impl ChunkStore {
             .contains_key(fingerprint)
     }
 
+    /// The first of `fingerprints` the store does not hold, checked under
+    /// one lock (a manifest names tens of thousands).
+    pub fn first_missing<'a>(
+        &self,
+        fingerprints: impl IntoIterator<Item = &'a Fingerprint>,
+    ) -> Option<Fingerprint> {
+        let state = self.state.lock().expect("store lock");
+        fingerprints
+            .into_iter()
+            .find(|fingerprint| !state.locations.contains_key(fingerprint))
+            .copied()
+    }
+
     /// Number of distinct chunks held.
     pub fn chunk_count(&self) -> usize {
         self.state.lock().expect("store lock").locations.len()
