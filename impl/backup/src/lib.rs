@@ -22,8 +22,9 @@
 //! Crash safety (with a [`disk::RealDisk`]) is argued in [`repository`]: pack
 //! durable → index records → manifest committed last, so a `kill -9` at any
 //! point leaves every earlier snapshot restorable. No function here reads a
-//! clock or spawns a thread except [`pipeline::Pipeline::Parallel`]; time
-//! comes in as arguments.
+//! clock; time comes in as arguments. Threads are spawned only by
+//! [`source::FsSource`]'s listing, [`pipeline::Pipeline::Parallel`] and
+//! [`Repository::with_upload_thread`], none of which the simulator uses.
 
 pub mod bloom;
 pub mod chunker;
