@@ -163,26 +163,64 @@ impl<R: Read> ChunkReader<R> {
 
     fn cut_next(&mut self) -> Vec<u8> {
         let window = &self.buffer[self.start_index..self.end_index];
-        let ChunkerConfig {
-            size_min_bytes,
-            size_avg_bytes,
-            size_max_bytes,
-        } = self.config;
-        let (_, size_bytes) = v2020::cut(
-            window,
-            size_min_bytes,
-            size_avg_bytes,
-            size_max_bytes,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-        );
-        assert!(size_bytes > 0 && size_bytes <= size_max_bytes.min(window.len()));
+        let size_bytes = cut_length(window, &self.config, self.mask_s, self.mask_l);
         let chunk = window[..size_bytes].to_vec();
         self.start_index += size_bytes;
         chunk
     }
+}
+
+/// The length of the chunk at the start of `window`, which holds at least a
+/// maximum-size chunk or else the rest of the input.
+fn cut_length(window: &[u8], config: &ChunkerConfig, mask_s: u64, mask_l: u64) -> usize {
+    let ChunkerConfig {
+        size_min_bytes,
+        size_avg_bytes,
+        size_max_bytes,
+    } = *config;
+    let (_, size_bytes) = v2020::cut(
+        window,
+        size_min_bytes,
+        size_avg_bytes,
+        size_max_bytes,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+    );
+    assert!(size_bytes > 0 && size_bytes <= size_max_bytes.min(window.len()));
+    size_bytes
+}
+
+/// Splits bytes already in memory into the chunks a [`ChunkReader`] over them
+/// would yield. A single chunk (most small files) is `bytes` itself, not a
+/// copy; empty input is no chunk.
+pub fn split_in_memory(bytes: Vec<u8>, config: ChunkerConfig) -> Vec<Vec<u8>> {
+    config
+        .validate()
+        .expect("chunker config is validated when the repository opens");
+    let (mask_s, mask_l) = v2020::select_masks(config.size_avg_bytes, Normalization::Level1);
+    let mut lengths = Vec::new();
+    let mut start_index = 0;
+    while start_index < bytes.len() {
+        let length = cut_length(&bytes[start_index..], &config, mask_s, mask_l);
+        lengths.push(length);
+        start_index += length;
+    }
+    if lengths.len() <= 1 {
+        return if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![bytes]
+        };
+    }
+    let mut chunks = Vec::with_capacity(lengths.len());
+    let mut start_index = 0;
+    for length in lengths {
+        chunks.push(bytes[start_index..start_index + length].to_vec());
+        start_index += length;
+    }
+    chunks
 }
 
 /// Four maximum chunks per refill amortise the compaction copy.
@@ -246,6 +284,10 @@ mod tests {
         let streamed_sizes: Vec<usize> = streamed.iter().map(Vec::len).collect();
         assert_eq!(streamed_sizes, in_memory);
         assert!(ChunkReader::new(&b""[..], config).next().is_none());
+        assert_eq!(split_in_memory(bytes.clone(), config), streamed);
+        assert!(split_in_memory(Vec::new(), config).is_empty());
+        let one_chunk = bytes[..3000].to_vec();
+        assert_eq!(split_in_memory(one_chunk.clone(), config), vec![one_chunk]);
         // A wrong size hint (the file grew after listing) still reads it all.
         let hinted: Vec<Vec<u8>> = ChunkReader::with_size_hint(&bytes[..], config, 10)
             .map(|chunk| chunk.unwrap())

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::Fingerprint;
-use crate::chunker::{ChunkReader, ChunkerConfig};
+use crate::chunker::{ChunkReader, ChunkerConfig, split_in_memory};
 use crate::source::{Source, SourceEntry, SourceKind};
 
 /// How chunking and hashing are run.
@@ -194,15 +194,7 @@ impl EntryEvents {
             return Self::Streaming { start, chunks };
         }
         let mut group = vec![SourceEvent::FileStart(entry)];
-        // FastCDC never cuts below the minimum size: such a file is one
-        // chunk as it stands (and an empty file is none).
-        if !bytes.is_empty() && bytes.len() <= config.size_min_bytes {
-            group.push(hashed(bytes));
-        } else if !bytes.is_empty() {
-            let length = bytes.len();
-            let chunks = ChunkReader::with_size_hint(&bytes[..], config, length);
-            group.extend(chunks.map(|chunk| hashed(chunk.expect("reading memory cannot fail"))));
-        }
+        group.extend(split_in_memory(bytes, config).into_iter().map(hashed));
         group.push(SourceEvent::FileEnd);
         Self::Ready(group)
     }
