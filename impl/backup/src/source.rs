@@ -28,6 +28,23 @@ pub struct FileStamp {
     pub inode: u64,
 }
 
+impl FileStamp {
+    /// The stamp of a file's metadata.
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let nanos = |seconds: i64, nanoseconds: i64| {
+            seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(nanoseconds)
+        };
+        Self {
+            modified_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            changed_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+        }
+    }
+}
+
 /// What an entry of the source is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
@@ -322,7 +339,7 @@ fn describe(
     child: &std::fs::DirEntry,
     path: String,
 ) -> SourceEntry {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(error) => {
@@ -337,19 +354,9 @@ fn describe(
     let mode = metadata.permissions().mode() & 0o7777;
     let file_type = metadata.file_type();
     let kind = if file_type.is_file() {
-        let nanos = |seconds: i64, nanoseconds: i64| {
-            seconds
-                .saturating_mul(1_000_000_000)
-                .saturating_add(nanoseconds)
-        };
-        let stamp = FileStamp {
-            modified_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
-            changed_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
-            inode: metadata.ino(),
-        };
         SourceKind::File {
             size_bytes: metadata.len(),
-            stamp: Some(stamp),
+            stamp: Some(FileStamp::of(&metadata)),
         }
     } else if file_type.is_dir() {
         SourceKind::Directory
@@ -407,18 +414,85 @@ impl Source for FsSource {
     }
 
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send>> {
-        // O_NOFOLLOW: a file swapped for a symlink after listing is not followed.
+        // The entry may have been replaced since it was listed. O_NOFOLLOW: a
+        // symlink is not followed. O_NONBLOCK: opening a FIFO does not wait
+        // for a writer (reads of a regular file ignore the flag), and
+        // anything but a regular file is refused before a byte is read.
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(self.root.join(path))?;
-        Ok(Box::new(file))
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            let problem = format!(
+                "no longer a regular file (now {}) since it was listed",
+                describe_type(metadata.file_type())
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
+        }
+        Ok(Box::new(SteadyFile {
+            opened: (metadata.len(), FileStamp::of(&metadata)),
+            file: file.take(metadata.len()),
+        }))
+    }
+}
+
+/// A regular file read up to the size it had when opened (so a file that
+/// keeps growing cannot hold a backup forever), whose end is reported only
+/// if the file did not change while it was read: bytes written meanwhile may
+/// have mixed old and new content into a version that never existed, so the
+/// read fails instead and the file is reported, not stored.
+struct SteadyFile {
+    file: io::Take<std::fs::File>,
+    /// Size and stamp when opened.
+    opened: (u64, FileStamp),
+}
+
+impl Read for SteadyFile {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let count = self.file.read(buffer)?;
+        if count == 0 && !buffer.is_empty() {
+            let metadata = self.file.get_ref().metadata()?;
+            let now = (metadata.len(), FileStamp::of(&metadata));
+            if now != self.opened {
+                let problem = format!(
+                    "changed while it was read (size {} -> {} bytes, or its times): not \
+                     stored, so no snapshot holds a mix of old and new bytes; the next \
+                     backup reads it again",
+                    self.opened.0, now.0
+                );
+                return Err(io::Error::other(problem));
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// A file type in words, for messages.
+fn describe_type(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symlink"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// The listing order the walk promises, computed the plain way: depth
@@ -478,6 +552,54 @@ mod tests {
             link.kind,
             SourceKind::Symlink { target },
             "symlinks are not followed"
+        );
+    }
+
+    #[test]
+    fn an_entry_replaced_by_a_fifo_after_listing_is_refused_without_waiting() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), b"data").unwrap();
+        let source = FsSource::new(root.path());
+        assert!(matches!(
+            source.list().unwrap()[0].kind,
+            SourceKind::File { .. }
+        ));
+        std::fs::remove_file(root.path().join("f")).unwrap();
+        let fifo = std::ffi::CString::new(root.path().join("f").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        let error = source.open("f").err().expect("a FIFO is not read");
+        assert!(error.to_string().contains("now a FIFO"), "{error}");
+    }
+
+    #[test]
+    fn a_file_changed_while_read_fails_at_its_end_and_one_left_alone_does_not() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("f");
+        std::fs::write(&path, vec![b'a'; 10_000]).unwrap();
+        let source = FsSource::new(root.path());
+        let mut steady = Vec::new();
+        source.open("f").unwrap().read_to_end(&mut steady).unwrap();
+        assert_eq!(steady, vec![b'a'; 10_000]);
+
+        let mut reader = source.open("f").unwrap();
+        let mut head = [0_u8; 100];
+        reader.read_exact(&mut head).unwrap();
+        // Grown by a writer: only the size at open is read, then the change
+        // is reported instead of an end of file.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[b'b'; 5_000])
+            .unwrap();
+        let mut rest = Vec::new();
+        let error = reader.read_to_end(&mut rest).unwrap_err();
+        assert_eq!(rest.len(), 10_000 - 100, "read stops at the size at open");
+        assert!(
+            error.to_string().contains("changed while it was read"),
+            "{error}"
         );
     }
 }
