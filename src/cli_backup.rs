@@ -98,6 +98,13 @@ pub struct FsckArgs {
     /// Also remove harmless leftovers (temp files of interrupted writes).
     #[arg(long)]
     pub cleanup: bool,
+    /// First make a damaged repository ready to heal: rewrite packs without
+    /// their damaged chunks, and make the index forget every chunk the store
+    /// does not hold and its damaged segments. Nothing sound is removed; the
+    /// next backup of the same data stores those chunks again, which makes
+    /// every snapshot naming them restorable.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -584,7 +591,17 @@ fn utc_text(time_unix_ms: u64) -> String {
 }
 
 pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
-    let (_lock, repository) = open_repository(&args.repo, args.cleanup)?;
+    let (_lock, repository) = open_repository(&args.repo, args.cleanup || args.repair)?;
+    let repaired = if args.repair {
+        let repaired = backup::fsck::repair(&repository)
+            .with_context(|| format!("repairing the repository at {}", args.repo.display()))?;
+        if !args.json {
+            print_repair(&repaired);
+        }
+        Some(repaired)
+    } else {
+        None
+    };
     let bar = ByteBar::new("fsck");
     let report = backup::fsck::fsck(&repository, &mut |done, total| {
         bar.0.set_length(total);
@@ -602,15 +619,39 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
         value["clean"] = report.is_clean().into();
         value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
         value["removed"] = serde_json::to_value(&removed)?;
+        value["repaired"] = serde_json::to_value(&repaired)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_fsck(&report, &removed);
+        if !report.is_clean() && !args.repair {
+            println!(
+                "to heal: `crosscheck fsck --repo {} --repair`, then back up the same data again",
+                args.repo.display()
+            );
+        }
     }
     Ok(if report.is_clean() {
         Verdict::Holds
     } else {
         Verdict::SafetyViolation
     })
+}
+
+fn print_repair(repaired: &backup::fsck::RepairReport) {
+    for pack in &repaired.packs_rewritten {
+        println!("repair: rewrote {pack} without its damaged chunks");
+    }
+    for chunk in &repaired.chunks_dropped {
+        println!("repair: dropped damaged chunk {chunk}; the next backup of its data stores it");
+    }
+    println!(
+        "repair: {} packs rewritten, {} damaged chunks dropped, {} index claims of chunks the \
+         store lacks forgotten, {} damaged index segments removed",
+        repaired.packs_rewritten.len(),
+        repaired.chunks_dropped.len(),
+        repaired.index_claims_forgotten,
+        repaired.index_segments_removed
+    );
 }
 
 fn print_fsck(report: &FsckReport, removed: &[String]) {

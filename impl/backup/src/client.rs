@@ -154,11 +154,19 @@ pub enum BackupError {
     #[error(transparent)]
     Source(#[from] SourceError),
     /// The service failed.
+    /// (Not a `#[source]`: the message already holds it, and error chains
+    /// would print it twice.)
     #[error("backup failed, no snapshot committed: {0}")]
-    Service(#[from] ServiceError),
+    Service(ServiceError),
     /// The service answered out of protocol.
     #[error("the service broke the protocol: {0}; this is a bug in the service")]
     Protocol(String),
+}
+
+impl From<ServiceError> for BackupError {
+    fn from(error: ServiceError) -> Self {
+        Self::Service(error)
+    }
 }
 
 /// A batch of new chunks, in the order they were read.

@@ -201,6 +201,52 @@ fn find_temp_files(disk: &dyn Disk, dir: &str) -> Result<Vec<String>, ServiceErr
     Ok(found)
 }
 
+/// What [`repair`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepairReport {
+    /// Packs rewritten without their damaged chunks (the old paths).
+    pub packs_rewritten: Vec<String>,
+    /// Damaged chunks the store no longer holds.
+    pub chunks_dropped: Vec<Fingerprint>,
+    /// Index claims forgotten: chunks the store does not hold.
+    pub index_claims_forgotten: u64,
+    /// Damaged index segments removed (their sound records were kept).
+    pub index_segments_removed: u64,
+}
+
+/// Makes a damaged repository ready for the next backup to heal it: packs
+/// are rewritten without their damaged chunks, and the index forgets every
+/// chunk the store does not hold (dropped, or lost with a pack) and drops
+/// its damaged segments. Nothing sound is removed, and no snapshot changes:
+/// a snapshot naming a dropped or lost chunk stays damaged until a backup
+/// of the same data stores the chunk again, and is then restorable, since
+/// snapshots name chunks by content. Packs whose header is unreadable are
+/// left as they are (their chunks already count as absent). Run with no
+/// backup running (the CLI holds the repository lock exclusively).
+pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
+    let mut report = RepairReport::default();
+    let store = repository.store();
+    for pack_path in store.pack_paths() {
+        let dropped = store.drop_damaged_chunks(&pack_path)?;
+        if !dropped.is_empty() {
+            report.packs_rewritten.push(pack_path);
+            report.chunks_dropped.extend(dropped);
+        }
+    }
+    let stored: HashSet<Fingerprint> = store.fingerprints().into_iter().collect();
+    for shard in repository.shards() {
+        let lacking: HashSet<Fingerprint> = shard
+            .fingerprints()
+            .into_iter()
+            .filter(|fingerprint| !stored.contains(fingerprint))
+            .collect();
+        let damaged_segments = shard.damaged_segments().len() as u64;
+        report.index_claims_forgotten += shard.forget(&lacking)? as u64;
+        report.index_segments_removed += damaged_segments - shard.damaged_segments().len() as u64;
+    }
+    Ok(report)
+}
+
 /// Removes `.tmp` leftovers of interrupted writes; returns their paths.
 ///
 /// Not yet: removing unreferenced chunks (prune). A pack can only go once

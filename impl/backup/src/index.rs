@@ -219,6 +219,26 @@ impl Index {
         state.pending.extend_from_slice(fingerprints);
     }
 
+    /// Forgets the claims on `fingerprints` (chunks the store no longer
+    /// holds, so the next backup uploads them again) and drops damaged
+    /// segments, by compacting every remaining record into one segment.
+    /// Returns how many claims were forgotten; with nothing to forget and no
+    /// damaged segment, writes nothing.
+    pub fn forget(&self, fingerprints: &HashSet<Fingerprint>) -> ServiceResult<usize> {
+        let mut state = self.state.lock().expect("index lock");
+        let before = state.present.len();
+        state
+            .present
+            .retain(|fingerprint| !fingerprints.contains(fingerprint));
+        let forgotten = before - state.present.len();
+        if forgotten > 0 || !state.damaged_names.is_empty() {
+            // The compacted segment holds every record, pending ones too.
+            state.pending.clear();
+            self.compact(&mut state)?;
+        }
+        Ok(forgotten)
+    }
+
     /// Writes every deferred record as one durable segment.
     pub fn persist(&self) -> ServiceResult<()> {
         let mut state = self.state.lock().expect("index lock");
@@ -244,6 +264,8 @@ impl Index {
         let name = self.write_segment(state.segment_sequence_next, recorded.into_iter())?;
         let mut old_names = std::mem::take(&mut state.segment_names);
         old_names.append(&mut state.damaged_names);
+        // The damaged segments go with the rest: nothing is left to report.
+        state.damaged.clear();
         for old_name in old_names {
             let old_path = disk::join(&self.dir, &old_name);
             self.disk

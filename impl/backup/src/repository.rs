@@ -325,7 +325,8 @@ impl Repository {
         let missing = self.store.first_missing(named);
         if let (Some(missing), false) = (missing, self.config.mode == ConcurrencyMode::Naive) {
             return Err(invalid(format!(
-                "it names chunk {missing}, which the store does not hold; upload it first"
+                "it names chunk {missing}, which the store does not hold (lost or damaged: \
+                 `crosscheck fsck --repair` makes the next backup store it again)"
             )));
         }
         self.persist_index()?;

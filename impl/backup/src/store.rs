@@ -12,6 +12,7 @@
 //! Layout: `data/<first two hex digits>/<pack id>.pack`.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use crate::Fingerprint;
@@ -68,29 +69,62 @@ impl ChunkStore {
     /// the open: they are listed by [`ChunkStore::damaged_packs`] and their
     /// chunks count as absent.
     pub fn open(disk: Arc<dyn Disk>) -> ServiceResult<Self> {
-        let mut state = StoreState::default();
-        for pack_path in list_packs(disk.as_ref())? {
-            match read_pack_header(disk.as_ref(), &pack_path) {
-                Ok(entries) => {
-                    let pack_index = state.pack_paths.len();
-                    state.pack_paths.push(pack_path);
-                    for (fingerprint, offset_bytes, length_bytes) in entries {
-                        let location = Location {
-                            pack_index,
-                            offset_bytes,
-                            length_bytes,
-                        };
-                        state.locations.entry(fingerprint).or_insert(location);
-                    }
-                }
-                Err(PackError::Damaged(problem)) => state.damaged_packs.push((pack_path, problem)),
-                Err(PackError::Storage(error)) => return Err(error),
-            }
-        }
+        let state = load_state(disk.as_ref())?;
         Ok(Self {
             disk,
             state: Mutex::new(state),
         })
+    }
+
+    /// Rewrites pack `pack_path` without its damaged chunks and returns
+    /// their fingerprints (none: the pack is left as it is). The sound
+    /// chunks go to a new pack, durable before the old one is removed, so a
+    /// crash in between leaves only a second copy of sound chunks. The store
+    /// then no longer holds a dropped chunk (unless another pack has a sound
+    /// copy), so the next backup of the same data stores it again.
+    pub fn drop_damaged_chunks(&self, pack_path: &str) -> ServiceResult<Vec<Fingerprint>> {
+        let check = self.check_pack(pack_path)?;
+        if check.damaged.is_empty() || check.pack_problem.is_some() {
+            return Ok(Vec::new());
+        }
+        let bytes = self
+            .disk
+            .read(pack_path)
+            .map_err(|error| ServiceError::storage(pack_path, &error))?;
+        let entries = parse_pack_header(pack_path, &bytes).map_err(|problem| {
+            ServiceError::storage(pack_path, &io::Error::other(problem.to_string()))
+        })?;
+        let sound: HashSet<Fingerprint> = check.sound.iter().copied().collect();
+        let kept: Vec<(Fingerprint, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|(fingerprint, ..)| sound.contains(fingerprint))
+            .map(|(fingerprint, offset_bytes, length_bytes)| {
+                let start_index = offset_bytes as usize;
+                let range = start_index..start_index + length_bytes as usize;
+                (fingerprint, bytes[range].to_vec())
+            })
+            .collect();
+        if !kept.is_empty() {
+            let kept: Vec<&(Fingerprint, Vec<u8>)> = kept.iter().collect();
+            let (new_path, header, _) = encode_pack_header(&kept);
+            let mut parts: Vec<&[u8]> = vec![&header];
+            parts.extend(kept.iter().map(|(_, bytes)| bytes.as_slice()));
+            disk::write_atomic_parts(self.disk.as_ref(), &new_path, &parts)
+                .map_err(|error| ServiceError::storage(&new_path, &error))?;
+        }
+        self.disk
+            .remove(pack_path)
+            .map_err(|error| ServiceError::storage(pack_path, &error))?;
+        let dir = disk::parent_dir(pack_path);
+        self.disk
+            .fsync_dir(dir)
+            .map_err(|error| ServiceError::storage(dir, &error))?;
+        *self.state.lock().expect("store lock") = load_state(self.disk.as_ref())?;
+        Ok(check
+            .damaged
+            .into_iter()
+            .map(|(fingerprint, _)| fingerprint)
+            .collect())
     }
 
     /// True when the store holds `fingerprint` durably.
@@ -274,6 +308,31 @@ impl ChunkStore {
         }
         Ok(check)
     }
+}
+
+/// Reads every pack header: where each chunk is, and which packs are
+/// unreadable (their chunks count as absent).
+fn load_state(disk: &dyn Disk) -> ServiceResult<StoreState> {
+    let mut state = StoreState::default();
+    for pack_path in list_packs(disk)? {
+        match read_pack_header(disk, &pack_path) {
+            Ok(entries) => {
+                let pack_index = state.pack_paths.len();
+                state.pack_paths.push(pack_path);
+                for (fingerprint, offset_bytes, length_bytes) in entries {
+                    let location = Location {
+                        pack_index,
+                        offset_bytes,
+                        length_bytes,
+                    };
+                    state.locations.entry(fingerprint).or_insert(location);
+                }
+            }
+            Err(PackError::Damaged(problem)) => state.damaged_packs.push((pack_path, problem)),
+            Err(PackError::Storage(error)) => return Err(error),
+        }
+    }
+    Ok(state)
 }
 
 /// Checks that every chunk's bytes hash to its fingerprint: what a service

@@ -306,6 +306,68 @@ fn a_corrupt_chunk_fails_restore_naming_file_and_chunk_and_spares_other_snapshot
     }
 }
 
+/// The tree of [`two_snapshots`]' second snapshot.
+fn second_tree() -> Arc<dyn Source> {
+    let mut tree = MemorySource::new();
+    let files = [("keep", 100_000, 1), ("victim", 3_000, 2)];
+    for (path, size_bytes, seed) in files {
+        let bytes = common::random_bytes(size_bytes, seed);
+        tree.insert(path, 0o644, MemoryEntry::File(bytes));
+    }
+    Arc::new(tree)
+}
+
+#[test]
+fn repair_lets_the_next_backup_heal_a_damaged_or_lost_chunk() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 2] = [
+        ("bit flip", |pack| {
+            let mut bytes = std::fs::read(pack).unwrap();
+            *bytes.last_mut().unwrap() ^= 0x01;
+            std::fs::write(pack, bytes).unwrap();
+        }),
+        ("lost pack", |pack| std::fs::remove_file(pack).unwrap()),
+    ];
+    for (name, damage) in damages {
+        let (repo_dir, first, second, pack) = two_snapshots();
+        damage(&repo_dir.path().join(&pack));
+        let repository = common::reopen(repo_dir.path());
+        if name == "lost pack" {
+            // The index still claims the chunk: without a repair no backup
+            // of the same data can commit.
+            let error =
+                common::backup_source(&repository, second_tree(), Pipeline::Inline).unwrap_err();
+            assert!(
+                error.to_string().contains("fsck --repair"),
+                "{name}: {error}"
+            );
+        }
+        let repaired = backup::fsck::repair(&repository).unwrap();
+        assert_eq!(repaired.index_claims_forgotten, 1, "{name}: {repaired:?}");
+        let dropped = usize::from(name == "bit flip");
+        assert_eq!(repaired.chunks_dropped.len(), dropped, "{name}");
+        let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+        assert_eq!(report.damaged_snapshots(), vec![second.clone()], "{name}");
+        assert!(report.damaged_chunks.is_empty(), "{name}: {report:?}");
+        assert!(report.index_claims_missing.is_empty(), "{name}: {report:?}");
+
+        let healing = common::backup_source(&repository, second_tree(), Pipeline::Inline).unwrap();
+        assert_eq!(healing.stats.new_chunks, 1, "{name}: {:?}", healing.stats);
+        let repository = common::reopen(repo_dir.path());
+        let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+        assert!(report.is_clean(), "{name}: {report:?}");
+        let target = tempfile::tempdir().unwrap();
+        for (index, id) in [first, second, healing.snapshot].iter().enumerate() {
+            let out = target.path().join(index.to_string());
+            restore_into(&repository, id, &out).unwrap();
+            let keep = std::fs::read(out.join("keep")).unwrap();
+            assert_eq!(keep, common::random_bytes(100_000, 1), "{name}");
+        }
+        let victim = std::fs::read(target.path().join("1/victim")).unwrap();
+        assert_eq!(victim, common::random_bytes(3_000, 2), "{name}: healed");
+    }
+}
+
 #[test]
 fn a_damaged_manifest_is_reported_and_does_not_hide_other_snapshots() {
     let (repo_dir, first, second, _pack) = two_snapshots();
@@ -581,6 +643,12 @@ fn a_damaged_index_segment_is_named_by_fsck_and_costs_only_a_re_upload() {
     restore_into(&repository, &first.snapshot, &target.path().join("out")).unwrap();
     let second = common::backup_source(&repository, tree, Pipeline::Inline).unwrap();
     assert!(second.stats.duplicate_uploads > 0, "{:?}", second.stats);
+    // A repair drops the damaged segment, keeping every sound record.
+    let repaired = backup::fsck::repair(&repository).unwrap();
+    assert_eq!(repaired.index_segments_removed, 1, "{repaired:?}");
+    let repository = common::reopen(repo_dir.path());
+    let report = backup::fsck(&repository, &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }
 
 fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
