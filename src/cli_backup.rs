@@ -638,6 +638,9 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
 }
 
 fn print_repair(repaired: &backup::fsck::RepairReport) {
+    for path in &repaired.packs_quarantined {
+        println!("repair: moved an unreadable pack, unchanged, to {path}");
+    }
     for pack in &repaired.packs_rewritten {
         println!("repair: rewrote {pack} without its damaged chunks");
     }

@@ -392,6 +392,48 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(tree_digest(&target), tree_digest(source));
+
+    // --repair, then backing up the same trees again, heals every snapshot.
+    let args = [
+        "fsck".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--repair".as_ref(),
+        "--json".as_ref(),
+    ];
+    let repaired = crosscheck(&args);
+    let stdout = String::from_utf8_lossy(&repaired.stdout);
+    assert_eq!(repaired.status.code(), Some(1), "still damaged: {stdout}");
+    let repair: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        repair["repaired"]["packs_quarantined"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        repair["repaired"]["packs_rewritten"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    for (_, source, _) in &snapshots[..3] {
+        backup(source, &repo);
+    }
+    let (code, report) = fsck(&repo);
+    assert_eq!(code, Some(0), "healed: {report}");
+    for (id, source, _) in &snapshots[..3] {
+        let target = scratch.path().join(format!("healed-{id}"));
+        let output = restore(id, &target, &repo);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(tree_digest(&target), tree_digest(source), "{id} healed");
+    }
 }
 
 /// Writes `manifest` as a snapshot of its own (named by its SHA-256, as the

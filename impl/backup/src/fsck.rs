@@ -186,9 +186,12 @@ fn check_manifests(
 
 fn find_temp_files(disk: &dyn Disk, dir: &str) -> Result<Vec<String>, ServiceError> {
     let mut found = Vec::new();
-    let names = disk
-        .list(dir)
-        .map_err(|error| ServiceError::storage(dir, &error))?;
+    let names = match disk.list(dir) {
+        Ok(names) => names,
+        // A stray file with a dotless name (someone's README): not ours.
+        Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => return Ok(found),
+        Err(error) => return Err(ServiceError::storage(dir, &error)),
+    };
     for name in names {
         let path = disk::join(dir, &name);
         if disk::is_temp_name(&name) {
@@ -204,6 +207,8 @@ fn find_temp_files(disk: &dyn Disk, dir: &str) -> Result<Vec<String>, ServiceErr
 /// What [`repair`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RepairReport {
+    /// Packs whose header is unreadable, moved (unchanged) to these paths.
+    pub packs_quarantined: Vec<String>,
     /// Packs rewritten without their damaged chunks (the old paths).
     pub packs_rewritten: Vec<String>,
     /// Damaged chunks the store no longer holds.
@@ -220,12 +225,14 @@ pub struct RepairReport {
 /// its damaged segments. Nothing sound is removed, and no snapshot changes:
 /// a snapshot naming a dropped or lost chunk stays damaged until a backup
 /// of the same data stores the chunk again, and is then restorable, since
-/// snapshots name chunks by content. Packs whose header is unreadable are
-/// left as they are (their chunks already count as absent). Run with no
-/// backup running (the CLI holds the repository lock exclusively).
+/// snapshots name chunks by content. Packs whose header is unreadable (their
+/// chunks already count as absent) are moved, unchanged, to `quarantine/`.
+/// Run with no backup running (the CLI holds the repository lock
+/// exclusively).
 pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     let mut report = RepairReport::default();
     let store = repository.store();
+    report.packs_quarantined = store.quarantine_unreadable_packs()?;
     for pack_path in store.pack_paths() {
         let dropped = store.drop_damaged_chunks(&pack_path)?;
         if !dropped.is_empty() {

@@ -23,6 +23,8 @@ const PACK_MAGIC: &[u8; 8] = b"CCPACK01";
 const PACK_PREAMBLE_BYTES: usize = 12;
 const PACK_ENTRY_BYTES: usize = Fingerprint::SIZE_BYTES + 4;
 const DATA_DIR: &str = "data";
+/// Where repair moves packs it cannot read (outside [`DATA_DIR`]).
+const QUARANTINE_DIR: &str = "quarantine";
 
 #[derive(Debug, Clone, Copy)]
 struct Location {
@@ -125,6 +127,38 @@ impl ChunkStore {
             .into_iter()
             .map(|(fingerprint, _)| fingerprint)
             .collect())
+    }
+
+    /// Moves every pack found unreadable at open (its header cannot be read,
+    /// so its chunks are unknown and already count as absent) out of the
+    /// store into `quarantine/`, bytes unchanged: nothing is deleted, and
+    /// fsck stops reporting a pack that no backup can use. Returns the new
+    /// paths.
+    pub fn quarantine_unreadable_packs(&self) -> ServiceResult<Vec<String>> {
+        let damaged = self.damaged_packs();
+        let mut moved = Vec::with_capacity(damaged.len());
+        for pack in damaged {
+            let bytes = self
+                .disk
+                .read(&pack.path)
+                .map_err(|error| ServiceError::storage(&pack.path, &error))?;
+            let name = pack.path.rsplit('/').next().unwrap_or(&pack.path);
+            let to = format!("{QUARANTINE_DIR}/{name}");
+            disk::write_atomic(self.disk.as_ref(), &to, &bytes)
+                .map_err(|error| ServiceError::storage(&to, &error))?;
+            self.disk
+                .remove(&pack.path)
+                .map_err(|error| ServiceError::storage(&pack.path, &error))?;
+            let dir = disk::parent_dir(&pack.path);
+            self.disk
+                .fsync_dir(dir)
+                .map_err(|error| ServiceError::storage(dir, &error))?;
+            moved.push(to);
+        }
+        if !moved.is_empty() {
+            *self.state.lock().expect("store lock") = load_state(self.disk.as_ref())?;
+        }
+        Ok(moved)
     }
 
     /// True when the store holds `fingerprint` durably.
@@ -370,11 +404,19 @@ fn list_packs(disk: &dyn Disk) -> ServiceResult<Vec<String>> {
         .list(DATA_DIR)
         .map_err(|error| listing_error(DATA_DIR, error))?
     {
+        // Packs live in directories named by two hex digits; anything else
+        // (a stray README) is not the store's.
+        let is_pack_dir = prefix.len() == 2 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_pack_dir {
+            continue;
+        }
         let prefix_dir = disk::join(DATA_DIR, &prefix);
-        for name in disk
-            .list(&prefix_dir)
-            .map_err(|error| listing_error(&prefix_dir, error))?
-        {
+        let names = match disk.list(&prefix_dir) {
+            Ok(names) => names,
+            Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(error) => return Err(listing_error(&prefix_dir, error)),
+        };
+        for name in names {
             if name.ends_with(".pack") {
                 pack_paths.push(disk::join(&prefix_dir, &name));
             }
