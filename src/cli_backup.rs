@@ -685,8 +685,8 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
     }
     for (segment, problem) in &report.damaged_index_segments {
         println!(
-            "DAMAGED index segment {segment}: {problem}; its claims are ignored and the next \
-             backup uploads those chunks again"
+            "DAMAGED index segment {segment}: {problem}; its claims are ignored (the next \
+             backup uploads those chunks again) and `fsck --repair` removes it"
         );
     }
     println!(
