@@ -414,9 +414,74 @@ pub fn verify_rows() -> anyhow::Result<Vec<Row>> {
         for variant in entry.variants() {
             let report = entry.check(variant, &params, &CheckOptions::default());
             rows.push(verify_row(entry, variant, &report));
+            rows.push(verify_tlc_row(entry, variant, &params, &report));
         }
     }
     Ok(rows)
+}
+
+/// The real TLC on the same spec and parameters, beside stateright: where
+/// stateright found nothing, TLC must hold too, over the same number of
+/// distinct states; where stateright caught the variant, TLC must find its
+/// first violated property as well. A TLC that cannot run fails the row.
+fn verify_tlc_row(
+    entry: &dyn ModelEntry,
+    variant: &VariantSpec,
+    params: &Params,
+    report: &CheckReport,
+) -> Row {
+    let violated = report
+        .properties
+        .iter()
+        .find(|outcome| outcome.status == Status::Violated);
+    let (passed, detail) = match violated {
+        None => match crosscheck::run_tlc(entry, variant, params) {
+            Ok(run) => (
+                run.verdict == TlcVerdict::Holds
+                    && run.states_distinct == report.states_distinct as u64,
+                format!(
+                    "TLC {:?}, {} distinct states (stateright {}), {:.1} s",
+                    run.verdict, run.states_distinct, report.states_distinct, run.elapsed_seconds
+                ),
+            ),
+            Err(error) => (false, format!("TLC could not run: {error}")),
+        },
+        Some(outcome) => {
+            let spec = entry
+                .properties()
+                .iter()
+                .find(|spec| spec.name == outcome.name)
+                .expect("report properties come from the registry");
+            match crosscheck::run_tlc_for_property(entry, variant, params, spec) {
+                Ok(run) => {
+                    let steps = |length: usize| length.saturating_sub(1);
+                    let stateright_steps = outcome.trace.as_ref().map_or(0, |t| steps(t.len()));
+                    (
+                        run.verdict != TlcVerdict::Holds,
+                        format!(
+                            "TLC {:?} of {} in {} steps (stateright {}), {:.1} s",
+                            run.verdict,
+                            outcome.name,
+                            steps(run.trace.len()),
+                            stateright_steps,
+                            run.elapsed_seconds
+                        ),
+                    )
+                }
+                Err(error) => (false, format!("TLC could not run: {error}")),
+            }
+        }
+    };
+    Row {
+        area: "models".to_string(),
+        check: format!(
+            "{} {} on TLC, beside stateright",
+            entry.name(),
+            variant.name
+        ),
+        passed,
+        detail,
+    }
 }
 
 fn verify_row(entry: &dyn ModelEntry, variant: &VariantSpec, report: &CheckReport) -> Row {
