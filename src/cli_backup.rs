@@ -22,7 +22,7 @@ use backup::manifest::SnapshotSummary;
 use backup::pipeline::Pipeline;
 use backup::repository::Repository;
 use backup::restore::RestoreError;
-use backup::service::{BackupService, RepoConfig};
+use backup::service::{BackupService, RepoConfig, ServiceError};
 use backup::source::{FsSource, Source, SourceEntry, SourceError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -489,8 +489,29 @@ fn print_backup(summary: &BackupSummary) {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
-    let id = pollster::block_on(client::find_snapshot(&repository, &args.snapshot))
-        .with_context(|| format!("finding snapshot {:?}", args.snapshot))?;
+    let id = match pollster::block_on(client::find_snapshot(&repository, &args.snapshot)) {
+        Ok(id) => id,
+        Err(error @ ServiceError::SnapshotNotFound { .. }) => {
+            // The listing leaves damaged manifests out: say so if the
+            // prefix names one, rather than that no snapshot matches.
+            let damaged = repository
+                .manifests()
+                .ids()?
+                .into_iter()
+                .filter(|id| !args.snapshot.is_empty() && id.0.starts_with(&args.snapshot))
+                .find_map(|id| repository.manifests().get(&id).err());
+            let error = damaged.unwrap_or(error);
+            return Err(error).with_context(|| {
+                format!(
+                    "finding snapshot {:?} (`crosscheck fsck` checks every manifest)",
+                    args.snapshot
+                )
+            });
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("finding snapshot {:?}", args.snapshot));
+        }
+    };
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
     let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));
