@@ -62,21 +62,32 @@ pub enum RestoreError {
         expected_bytes: u64,
         found_bytes: u64,
     },
-    /// The service failed (manifest unavailable, storage error).
+    /// The service failed (manifest unavailable, storage error). (Not a
+    /// `#[source]`: the message holds it, and error chains would print it
+    /// twice; likewise `Io`'s `error`.)
     #[error("restore failed: {0}")]
-    Service(#[from] ServiceError),
+    Service(ServiceError),
     /// Writing the target failed.
-    #[error("cannot write {path}: {source}; check space and permissions of the target")]
+    #[error(
+        "cannot write {path}: {error}; check that the target is a directory with room and \
+         write permission"
+    )]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
+impl From<ServiceError> for RestoreError {
+    fn from(error: ServiceError) -> Self {
+        Self::Service(error)
+    }
+}
+
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io {
+    move |error| RestoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -208,12 +219,10 @@ pub async fn write_file<S: BackupService, W: Write>(
             };
             return Err(bad_chunk(format!("is damaged: {problem}")));
         }
-        writer
-            .write_all(&bytes)
-            .map_err(|source| RestoreError::Io {
-                path: PathBuf::from(&entry.path),
-                source,
-            })?;
+        writer.write_all(&bytes).map_err(|error| RestoreError::Io {
+            path: PathBuf::from(&entry.path),
+            error,
+        })?;
         written_bytes += bytes.len() as u64;
         stats.chunks_fetched += 1;
     }
