@@ -248,10 +248,14 @@ const LOCK_FILE: &str = "repository.lock";
 /// repository is an error that says so.
 pub fn lock_repository(repo: &Path, exclusive: bool) -> anyhow::Result<RepoLock> {
     let path = repo.join(LOCK_FILE);
+    // A reader of a repository it may not write (another user's, read-only)
+    // takes its shared lock on a read-only descriptor: flock needs no more.
+    let read_only = !exclusive && path.is_file();
     let file = std::fs::OpenOptions::new()
-        .create(true)
+        .create(!read_only)
         .truncate(false)
-        .write(true)
+        .read(read_only)
+        .write(!read_only)
         .open(&path)
         .with_context(|| format!("opening the repository lock {}", path.display()))?;
     let locked = if exclusive {
@@ -262,11 +266,14 @@ pub fn lock_repository(repo: &Path, exclusive: bool) -> anyhow::Result<RepoLock>
     match locked {
         Ok(()) => Ok(RepoLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => {
-            let wanted = if exclusive { "alone" } else { "beside readers" };
+            let wanted = if exclusive {
+                "needs the repository to itself"
+            } else {
+                "cannot run while a backup or repair writes to it"
+            };
             bail!(
                 "the repository at {} is in use by another crosscheck process (it holds {}); \
-                 this command must run {wanted}. Wait for the other process to finish and run \
-                 it again",
+                 this command {wanted}. Wait for the other process to finish and run it again",
                 repo.display(),
                 path.display()
             )
