@@ -286,6 +286,13 @@ pub fn lock_repository(repo: &Path, exclusive: bool) -> anyhow::Result<RepoLock>
 
 /// Opens an existing repository under its lock (see [`lock_repository`]).
 fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Repository)> {
+    if repo.exists() && !repo.is_dir() {
+        bail!(
+            "expected a repository directory at {}; found something else (a file?). \
+             Give the repository's directory",
+            repo.display()
+        );
+    }
     if !repo.is_dir() {
         bail!(
             "expected a repository directory at {}; found none. \
