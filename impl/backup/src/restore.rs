@@ -44,8 +44,9 @@ pub enum RestoreError {
     TargetNotEmpty { path: PathBuf },
     /// A chunk of a file is missing or damaged.
     #[error(
-        "cannot restore {path:?}: chunk {chunk} {problem}; other snapshots may be intact \
-         (run `crosscheck fsck`)"
+        "cannot restore {path:?}: chunk {chunk} {problem}; the restore stopped there, and \
+         what it wrote before stays in the target. `crosscheck fsck` names every damaged \
+         snapshot; `fsck --repair`, then a backup of the same data, heals them"
     )]
     BadChunk {
         path: String,
