@@ -31,7 +31,8 @@ const CATCH_LIMIT_SEEDS: u64 = 1_000;
 pub struct SimArgs {
     /// The scenario: `backup` or `migration`.
     pub scenario: String,
-    /// optimistic (default), pessimistic, naive or ack-before-fsync.
+    /// backup: optimistic (default), pessimistic, naive or ack-before-fsync;
+    /// migration: fixed (default) or naive.
     #[arg(long)]
     pub variant: Option<String>,
     /// How many seeds to run.
@@ -54,12 +55,13 @@ pub struct SimArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// The scenario: `backup`.
+    /// The scenario: `backup` or `migration`.
     pub scenario: String,
     /// The seed to replay, as printed by a failing run.
     #[arg(long)]
     pub seed: u64,
-    /// optimistic (default), pessimistic, naive or ack-before-fsync.
+    /// backup: optimistic (default), pessimistic, naive or ack-before-fsync;
+    /// migration: fixed (default) or naive.
     #[arg(long)]
     pub variant: Option<String>,
     /// backup only: the directory the failing run was given with `--from-dir`.
