@@ -890,6 +890,10 @@ impl Source for ExcludingSource {
     fn open(&self, path: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
         self.inner.open(path)
     }
+
+    fn open_entry(&self, entry: &SourceEntry) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.open_entry(entry)
+    }
 }
 
 /// What a byte-for-byte comparison of two trees found.

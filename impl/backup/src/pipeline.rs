@@ -150,7 +150,7 @@ impl EntryEvents {
         let SourceKind::File { size_bytes, .. } = entry.kind else {
             return Self::Ready(vec![SourceEvent::Entry(entry)]);
         };
-        let reader = match source.open(&entry.path) {
+        let reader = match source.open_entry(&entry) {
             Ok(reader) => reader,
             // An unopenable file is reported like any other skipped entry.
             Err(error) => {

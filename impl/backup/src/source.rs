@@ -90,6 +90,12 @@ pub trait Source: Send + Sync {
     fn list(&self) -> Result<Vec<SourceEntry>, SourceError>;
     /// Opens a file entry for streaming reads.
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send>>;
+    /// Opens the file `entry` lists, refusing (where the source can tell) a
+    /// different file found at its path since: the backup then never stores
+    /// a file from elsewhere under this entry's name.
+    fn open_entry(&self, entry: &SourceEntry) -> io::Result<Box<dyn Read + Send>> {
+        self.open(&entry.path)
+    }
 }
 
 /// An in-memory tree: path → entry, with file contents.
@@ -414,6 +420,25 @@ impl Source for FsSource {
     }
 
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send>> {
+        self.open_checked(path, None)
+    }
+
+    fn open_entry(&self, entry: &SourceEntry) -> io::Result<Box<dyn Read + Send>> {
+        let inode = match &entry.kind {
+            SourceKind::File { stamp, .. } => stamp.map(|stamp| stamp.inode),
+            _ => None,
+        };
+        self.open_checked(&entry.path, inode)
+    }
+}
+
+impl FsSource {
+    /// Opens `path`, a regular file, and (given `inode`) the same file the
+    /// listing saw: a directory on the way swapped for a symlink since the
+    /// listing would otherwise lead out of the tree (`O_NOFOLLOW` guards
+    /// only the last component).
+    fn open_checked(&self, path: &str, inode: Option<u64>) -> io::Result<Box<dyn Read + Send>> {
+        use std::os::unix::fs::MetadataExt;
         // The entry may have been replaced since it was listed. O_NOFOLLOW: a
         // symlink is not followed. O_NONBLOCK: opening a FIFO does not wait
         // for a writer (reads of a regular file ignore the flag), and
@@ -429,6 +454,11 @@ impl Source for FsSource {
                 "no longer a regular file (now {}) since it was listed",
                 describe_type(metadata.file_type())
             );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
+        }
+        if inode.is_some_and(|inode| inode != metadata.ino()) {
+            let problem = "another file is at this path since it was listed (it, or a \
+                           directory on its path, was replaced); not read";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
         }
         Ok(Box::new(SteadyFile {
@@ -599,6 +629,28 @@ mod tests {
         assert_eq!(rest.len(), 10_000 - 100, "read stops at the size at open");
         assert!(
             error.to_string().contains("changed while it was read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_listing_does_not_lead_out_of_the_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(root.path().join("d/a"), b"inside").unwrap();
+        std::fs::write(outside.path().join("a"), b"SECRET").unwrap();
+        let source = FsSource::new(root.path());
+        let listing = source.list().unwrap();
+        let entry = listing.iter().find(|entry| entry.path == "d/a").unwrap();
+        std::fs::rename(root.path().join("d"), root.path().join("d-old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("d")).unwrap();
+        let error = source
+            .open_entry(entry)
+            .err()
+            .expect("the outside file is not read");
+        assert!(
+            error.to_string().contains("another file is at this path"),
             "{error}"
         );
     }
