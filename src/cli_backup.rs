@@ -503,28 +503,33 @@ fn print_backup(summary: &BackupSummary) {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
-    let id = match pollster::block_on(client::find_snapshot(&repository, &args.snapshot)) {
-        Ok(id) => id,
-        Err(error @ ServiceError::SnapshotNotFound { .. }) => {
-            // The listing leaves damaged manifests out: say so if the
-            // prefix names one, rather than that no snapshot matches.
-            let damaged = repository
-                .manifests()
-                .ids()?
-                .into_iter()
-                .filter(|id| !args.snapshot.is_empty() && id.0.starts_with(&args.snapshot))
-                .find_map(|id| repository.manifests().get(&id).err());
-            let error = damaged.unwrap_or(error);
-            return Err(error).with_context(|| {
-                format!(
-                    "finding snapshot {:?} (`crosscheck fsck` checks every manifest)",
-                    args.snapshot
-                )
-            });
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("finding snapshot {:?}", args.snapshot));
-        }
+    // Matched against every manifest, damaged ones too (the listing leaves
+    // those out): a prefix must never silently pick an intact snapshot when
+    // it also names a damaged one, and a damaged one is named as damaged.
+    let prefix = args.snapshot.as_str();
+    let matching: Vec<backup::SnapshotId> = repository
+        .manifests()
+        .ids()?
+        .into_iter()
+        .filter(|id| !prefix.is_empty() && id.0.starts_with(prefix))
+        .collect();
+    let finding = || format!("finding snapshot {prefix:?}");
+    let id = match matching.as_slice() {
+        [] => Err(ServiceError::SnapshotNotFound {
+            id: prefix.to_string(),
+        })
+        .with_context(finding)?,
+        [id] => match repository.manifests().get(id) {
+            Ok(_) => id.clone(),
+            Err(error) => Err(error).with_context(|| {
+                format!("{} (`crosscheck fsck` checks every manifest)", finding())
+            })?,
+        },
+        several => Err(ServiceError::SnapshotAmbiguous {
+            prefix: prefix.to_string(),
+            count: several.len(),
+        })
+        .with_context(finding)?,
     };
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
@@ -675,6 +680,9 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
 fn print_repair(repaired: &backup::fsck::RepairReport) {
     for path in &repaired.packs_quarantined {
         println!("repair: moved an unreadable pack, unchanged, to {path}");
+    }
+    for path in &repaired.manifests_quarantined {
+        println!("repair: moved a damaged manifest, unchanged, to {path}");
     }
     for pack in &repaired.packs_rewritten {
         println!("repair: rewrote {pack} without its damaged chunks");

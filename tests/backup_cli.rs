@@ -720,3 +720,38 @@ fn a_repository_in_use_is_refused_with_a_clear_error_and_nothing_lost() {
     let again = backup(&source, &repo);
     assert_eq!(again["parent"], first["snapshot_id"], "{again}");
 }
+
+#[test]
+fn a_prefix_naming_a_damaged_manifest_never_restores_another_snapshot() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("src"), scratch.path().join("repo"));
+    fs::create_dir(&source).unwrap();
+    // 17 snapshots: two of them share a first hex digit.
+    let mut ids: Vec<String> = Vec::new();
+    for round in 0..17 {
+        fs::write(source.join("n"), round.to_string()).unwrap();
+        ids.push(snapshot_id(&backup(&source, &repo)));
+    }
+    ids.sort();
+    let pair = ids
+        .windows(2)
+        .find(|pair| pair[0][..1] == pair[1][..1])
+        .expect("17 ids share a first digit");
+    let (damaged, prefix) = (&pair[0], &pair[0][..1]);
+    let manifest = repo.join("snapshots").join(format!("{damaged}.json"));
+    let mut bytes = fs::read(&manifest).unwrap();
+    bytes[10] ^= 0x01;
+    fs::write(&manifest, bytes).unwrap();
+
+    let output = restore(prefix, &scratch.path().join("out"), &repo);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("matches"),
+        "ambiguous, counting the damaged one: {stderr}"
+    );
+    let output = restore(&damaged[..20], &scratch.path().join("out"), &repo);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("damaged"), "the damage is named: {stderr}");
+    assert!(!scratch.path().join("out").exists(), "nothing restored");
+}

@@ -209,6 +209,9 @@ fn find_temp_files(disk: &dyn Disk, dir: &str) -> Result<Vec<String>, ServiceErr
 pub struct RepairReport {
     /// Packs whose header is unreadable, moved (unchanged) to these paths.
     pub packs_quarantined: Vec<String>,
+    /// Damaged manifests (or files posing as one), moved unchanged to these
+    /// paths: no backup can heal a manifest, and it restores nothing.
+    pub manifests_quarantined: Vec<String>,
     /// Packs rewritten without their damaged chunks (the old paths).
     pub packs_rewritten: Vec<String>,
     /// Damaged chunks the store no longer holds.
@@ -226,13 +229,22 @@ pub struct RepairReport {
 /// a snapshot naming a dropped or lost chunk stays damaged until a backup
 /// of the same data stores the chunk again, and is then restorable, since
 /// snapshots name chunks by content. Packs whose header is unreadable (their
-/// chunks already count as absent) are moved, unchanged, to `quarantine/`.
+/// chunks already count as absent) and damaged manifests are moved,
+/// unchanged, to `quarantine/`.
 /// Run with no backup running (the CLI holds the repository lock
 /// exclusively).
 pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     let mut report = RepairReport::default();
     let store = repository.store();
     report.packs_quarantined = store.quarantine_unreadable_packs()?;
+    let manifests = repository.manifests();
+    for id in manifests.ids()? {
+        if let Err(ServiceError::ManifestInvalid { .. }) = manifests.get(&id) {
+            report
+                .manifests_quarantined
+                .push(manifests.quarantine(&id)?);
+        }
+    }
     for pack_path in store.pack_paths() {
         let dropped = store.drop_damaged_chunks(&pack_path)?;
         if !dropped.is_empty() {

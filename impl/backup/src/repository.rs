@@ -103,6 +103,27 @@ impl ManifestStore {
         Ok(bytes)
     }
 
+    /// Moves the manifest file of `id`, bytes unchanged, to `quarantine/`
+    /// (for a damaged manifest: nothing is deleted, and it no longer counts
+    /// as a snapshot). Returns the new path.
+    pub fn quarantine(&self, id: &SnapshotId) -> ServiceResult<String> {
+        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        let bytes = self
+            .disk
+            .read(&path)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        let to = format!("quarantine/{SNAPSHOTS_DIR}/{id}.json");
+        disk::write_atomic(self.disk.as_ref(), &to, &bytes)
+            .map_err(|error| ServiceError::storage(&to, &error))?;
+        self.disk
+            .remove(&path)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
+        self.disk
+            .fsync_dir(SNAPSHOTS_DIR)
+            .map_err(|error| ServiceError::storage(SNAPSHOTS_DIR, &error))?;
+        Ok(to)
+    }
+
     /// Ids of every committed snapshot (unordered; `.tmp` leftovers skipped).
     pub fn ids(&self) -> ServiceResult<Vec<SnapshotId>> {
         let names = self

@@ -383,10 +383,17 @@ fn a_damaged_manifest_is_reported_and_does_not_hide_other_snapshots() {
     let error = pollster::block_on(repository.get_manifest(second.clone())).unwrap_err();
     assert!(error.to_string().contains("damaged"), "{error}");
     let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
-    assert_eq!(report.damaged_snapshots(), vec![second]);
+    assert_eq!(report.damaged_snapshots(), vec![second.clone()]);
     let found = pollster::block_on(backup::client::find_snapshot(&repository, &first.0[..6]));
     let target = tempfile::tempdir().unwrap();
     restore_into(&repository, &found.unwrap(), &target.path().join("r")).unwrap();
+    // No backup can heal a manifest: repair moves it, unchanged, aside.
+    let repaired = backup::fsck::repair(&repository).unwrap();
+    let moved = format!("quarantine/snapshots/{second}.json");
+    assert_eq!(repaired.manifests_quarantined, vec![moved.clone()]);
+    assert!(repo_dir.path().join(moved).is_file());
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }
 
 /// Commits a manifest straight into the manifest store, as tampering would.
