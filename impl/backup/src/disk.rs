@@ -57,6 +57,22 @@ pub trait Disk: Send + Sync {
     }
 }
 
+/// `path` if nothing is there yet, else the first free `path.N` (N = 1, 2,
+/// …): where a set-aside copy goes without replacing an earlier one.
+pub fn free_path(disk: &dyn Disk, path: &str) -> io::Result<String> {
+    if !disk.exists(path)? {
+        return Ok(path.to_string());
+    }
+    let mut number = 1_u64;
+    loop {
+        let candidate = format!("{path}.{number}");
+        if !disk.exists(&candidate)? {
+            return Ok(candidate);
+        }
+        number += 1;
+    }
+}
+
 /// Writes `bytes` to `path` so that after a crash at any instant `path` holds
 /// either its old contents or all of `bytes`: temp file, fsync, rename,
 /// directory fsync.

@@ -113,6 +113,8 @@ impl ManifestStore {
             .read(&path)
             .map_err(|error| ServiceError::storage(&path, &error))?;
         let to = format!("quarantine/{SNAPSHOTS_DIR}/{id}.json");
+        let to = disk::free_path(self.disk.as_ref(), &to)
+            .map_err(|error| ServiceError::storage(&to, &error))?;
         disk::write_atomic(self.disk.as_ref(), &to, &bytes)
             .map_err(|error| ServiceError::storage(&to, &error))?;
         self.disk

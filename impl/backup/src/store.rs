@@ -143,7 +143,8 @@ impl ChunkStore {
                 .read(&pack.path)
                 .map_err(|error| ServiceError::storage(&pack.path, &error))?;
             let name = pack.path.rsplit('/').next().unwrap_or(&pack.path);
-            let to = format!("{QUARANTINE_DIR}/{name}");
+            let to = disk::free_path(self.disk.as_ref(), &format!("{QUARANTINE_DIR}/{name}"))
+                .map_err(|error| ServiceError::storage(QUARANTINE_DIR, &error))?;
             disk::write_atomic(self.disk.as_ref(), &to, &bytes)
                 .map_err(|error| ServiceError::storage(&to, &error))?;
             self.disk
