@@ -107,12 +107,7 @@ impl ChunkStore {
             })
             .collect();
         if !kept.is_empty() {
-            let kept: Vec<&(Fingerprint, Vec<u8>)> = kept.iter().collect();
-            let (new_path, header, _) = encode_pack_header(&kept);
-            let mut parts: Vec<&[u8]> = vec![&header];
-            parts.extend(kept.iter().map(|(_, bytes)| bytes.as_slice()));
-            disk::write_atomic_parts(self.disk.as_ref(), &new_path, &parts)
-                .map_err(|error| ServiceError::storage(&new_path, &error))?;
+            self.write_pack(&kept.iter().collect::<Vec<_>>())?;
         }
         self.disk
             .remove(pack_path)
@@ -160,6 +155,21 @@ impl ChunkStore {
             *self.state.lock().expect("store lock") = load_state(self.disk.as_ref())?;
         }
         Ok(moved)
+    }
+
+    /// Writes `chunks` as one pack, durably (header, then the chunks in
+    /// order); returns its path and each chunk's place in it.
+    fn write_pack(
+        &self,
+        chunks: &[&(Fingerprint, Vec<u8>)],
+    ) -> ServiceResult<(String, Vec<(Fingerprint, u64, u32)>)> {
+        let (pack_path, header, entries) = encode_pack_header(chunks);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+        parts.push(&header);
+        parts.extend(chunks.iter().map(|(_, bytes)| bytes.as_slice()));
+        disk::write_atomic_parts(self.disk.as_ref(), &pack_path, &parts)
+            .map_err(|error| ServiceError::storage(&pack_path, &error))?;
+        Ok((pack_path, entries))
     }
 
     /// True when the store holds `fingerprint` durably.
@@ -237,12 +247,7 @@ impl ChunkStore {
         if new_chunks.is_empty() {
             return Ok(outcome);
         }
-        let (pack_path, header, entries) = encode_pack_header(&new_chunks);
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(new_chunks.len() + 1);
-        parts.push(&header);
-        parts.extend(new_chunks.iter().map(|(_, bytes)| bytes.as_slice()));
-        disk::write_atomic_parts(self.disk.as_ref(), &pack_path, &parts)
-            .map_err(|error| ServiceError::storage(&pack_path, &error))?;
+        let (pack_path, entries) = self.write_pack(&new_chunks)?;
         // Durable now: only from here may anyone learn these chunks exist.
         let mut state = self.state.lock().expect("store lock");
         let pack_index = state.pack_paths.len();
