@@ -138,7 +138,17 @@ pub fn run(job: &TlcJob) -> Result<TlcRun, TlcError> {
             source,
         })?;
     }
+    // A temp directory of this run's own: TLC unpacks its standard modules
+    // (Sequences, Naturals, …) under java.io.tmpdir, and JVMs running side
+    // by side sharing one can each find the other's half-written copy (seen
+    // once in CI: "Module-Table lookup failure" for a module extending them).
+    let java_tmp = scratch.path().join("java-tmp");
+    std::fs::create_dir(&java_tmp).map_err(|source| TlcError::Io {
+        what: "creating TLC's temp directory".to_string(),
+        source,
+    })?;
     let mut command = Command::new(java);
+    command.arg(format!("-Djava.io.tmpdir={}", java_tmp.display()));
     let jvm_flags: &[&str] = if job.quick_start {
         &["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
     } else {
