@@ -245,12 +245,9 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
                 .push(manifests.quarantine(&id)?);
         }
     }
-    for pack_path in store.pack_paths() {
-        let dropped = store.drop_damaged_chunks(&pack_path)?;
-        if !dropped.is_empty() {
-            report.packs_rewritten.push(pack_path);
-            report.chunks_dropped.extend(dropped);
-        }
+    for (pack_path, dropped) in store.drop_damaged_chunks()? {
+        report.packs_rewritten.push(pack_path);
+        report.chunks_dropped.extend(dropped);
     }
     let stored: HashSet<Fingerprint> = store.fingerprints().into_iter().collect();
     for shard in repository.shards() {

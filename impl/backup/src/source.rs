@@ -345,7 +345,7 @@ fn describe(
     child: &std::fs::DirEntry,
     path: String,
 ) -> SourceEntry {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(error) => {
@@ -381,17 +381,7 @@ fn describe(
             },
         }
     } else {
-        let what = if file_type.is_fifo() {
-            "a fifo"
-        } else if file_type.is_socket() {
-            "a socket"
-        } else if file_type.is_block_device() {
-            "a block device"
-        } else if file_type.is_char_device() {
-            "a character device"
-        } else {
-            "an unknown file type"
-        };
+        let what = describe_type(file_type);
         SourceKind::Skipped {
             reason: format!("special file ({what}) not backed up"),
         }
@@ -515,7 +505,7 @@ fn describe_type(file_type: std::fs::FileType) -> &'static str {
     } else if file_type.is_socket() {
         "a socket"
     } else {
-        "not a regular file"
+        "an unknown file type"
     }
 }
 

@@ -11,8 +11,8 @@
 //!
 //! Layout: `data/<first two hex digits>/<pack id>.pack`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use crate::Fingerprint;
@@ -26,6 +26,9 @@ const DATA_DIR: &str = "data";
 /// Where repair moves packs it cannot read (outside [`DATA_DIR`]).
 const QUARANTINE_DIR: &str = "quarantine";
 
+/// A chunk's entry in a pack header: fingerprint, offset and length in bytes.
+type PackEntry = (Fingerprint, u64, u32);
+
 #[derive(Debug, Clone, Copy)]
 struct Location {
     pack_index: usize,
@@ -38,6 +41,34 @@ struct StoreState {
     pack_paths: Vec<String>,
     locations: HashMap<Fingerprint, Location>,
     damaged_packs: Vec<(String, ChunkProblem)>,
+}
+
+impl StoreState {
+    /// Records pack `pack_path` holding `entries`; for each entry, its length
+    /// and whether the chunk is new (a chunk already held keeps the place
+    /// it has: both copies are sound).
+    fn add_pack(&mut self, pack_path: String, entries: Vec<PackEntry>) -> Vec<(u32, bool)> {
+        let pack_index = self.pack_paths.len();
+        self.pack_paths.push(pack_path);
+        entries
+            .into_iter()
+            .map(|(fingerprint, offset_bytes, length_bytes)| {
+                let location = Location {
+                    pack_index,
+                    offset_bytes,
+                    length_bytes,
+                };
+                let new = match self.locations.entry(fingerprint) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(location);
+                        true
+                    }
+                    Entry::Occupied(_) => false,
+                };
+                (length_bytes, new)
+            })
+            .collect()
+    }
 }
 
 /// A pack that could not be opened, and why.
@@ -78,50 +109,50 @@ impl ChunkStore {
         })
     }
 
-    /// Rewrites pack `pack_path` without its damaged chunks and returns
-    /// their fingerprints (none: the pack is left as it is). The sound
-    /// chunks go to a new pack, durable before the old one is removed, so a
-    /// crash in between leaves only a second copy of sound chunks. The store
-    /// then no longer holds a dropped chunk (unless another pack has a sound
-    /// copy), so the next backup of the same data stores it again.
-    pub fn drop_damaged_chunks(&self, pack_path: &str) -> ServiceResult<Vec<Fingerprint>> {
-        let check = self.check_pack(pack_path)?;
-        if check.damaged.is_empty() || check.pack_problem.is_some() {
-            return Ok(Vec::new());
+    /// Rewrites every pack holding damaged chunks without them, and returns
+    /// each rewritten pack's old path with the chunks dropped. Each pack is
+    /// read once; its sound chunks go to a new pack, durable before the old
+    /// one is removed, so a crash in between leaves only a second copy of
+    /// sound chunks. The store then no longer holds a dropped chunk (unless
+    /// another pack has a sound copy), so the next backup of the same data
+    /// stores it again.
+    pub fn drop_damaged_chunks(&self) -> ServiceResult<Vec<(String, Vec<Fingerprint>)>> {
+        let mut rewritten = Vec::new();
+        for pack_path in self.pack_paths() {
+            let bytes = self
+                .disk
+                .read(&pack_path)
+                .map_err(|error| ServiceError::storage(&pack_path, &error))?;
+            let Ok(entries) = parse_pack_header(&pack_path, &bytes) else {
+                continue;
+            };
+            let mut kept: Vec<(Fingerprint, Vec<u8>)> = Vec::new();
+            let mut dropped = Vec::new();
+            for (fingerprint, chunk) in check_entries(&bytes, entries) {
+                match chunk {
+                    Ok(chunk) => kept.push((fingerprint, chunk.to_vec())),
+                    Err(_) => dropped.push(fingerprint),
+                }
+            }
+            if dropped.is_empty() {
+                continue;
+            }
+            if !kept.is_empty() {
+                self.write_pack(&kept.iter().collect::<Vec<_>>())?;
+            }
+            self.disk
+                .remove(&pack_path)
+                .map_err(|error| ServiceError::storage(&pack_path, &error))?;
+            let dir = disk::parent_dir(&pack_path);
+            self.disk
+                .fsync_dir(dir)
+                .map_err(|error| ServiceError::storage(dir, &error))?;
+            rewritten.push((pack_path, dropped));
         }
-        let bytes = self
-            .disk
-            .read(pack_path)
-            .map_err(|error| ServiceError::storage(pack_path, &error))?;
-        let entries = parse_pack_header(pack_path, &bytes).map_err(|problem| {
-            ServiceError::storage(pack_path, &io::Error::other(problem.to_string()))
-        })?;
-        let sound: HashSet<Fingerprint> = check.sound.iter().copied().collect();
-        let kept: Vec<(Fingerprint, Vec<u8>)> = entries
-            .into_iter()
-            .filter(|(fingerprint, ..)| sound.contains(fingerprint))
-            .map(|(fingerprint, offset_bytes, length_bytes)| {
-                let start_index = offset_bytes as usize;
-                let range = start_index..start_index + length_bytes as usize;
-                (fingerprint, bytes[range].to_vec())
-            })
-            .collect();
-        if !kept.is_empty() {
-            self.write_pack(&kept.iter().collect::<Vec<_>>())?;
+        if !rewritten.is_empty() {
+            *self.state.lock().expect("store lock") = load_state(self.disk.as_ref())?;
         }
-        self.disk
-            .remove(pack_path)
-            .map_err(|error| ServiceError::storage(pack_path, &error))?;
-        let dir = disk::parent_dir(pack_path);
-        self.disk
-            .fsync_dir(dir)
-            .map_err(|error| ServiceError::storage(dir, &error))?;
-        *self.state.lock().expect("store lock") = load_state(self.disk.as_ref())?;
-        Ok(check
-            .damaged
-            .into_iter()
-            .map(|(fingerprint, _)| fingerprint)
-            .collect())
+        Ok(rewritten)
     }
 
     /// Moves every pack found unreadable at open (its header cannot be read,
@@ -162,7 +193,7 @@ impl ChunkStore {
     fn write_pack(
         &self,
         chunks: &[&(Fingerprint, Vec<u8>)],
-    ) -> ServiceResult<(String, Vec<(Fingerprint, u64, u32)>)> {
+    ) -> ServiceResult<(String, Vec<PackEntry>)> {
         let (pack_path, header, entries) = encode_pack_header(chunks);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
         parts.push(&header);
@@ -250,15 +281,8 @@ impl ChunkStore {
         let (pack_path, entries) = self.write_pack(&new_chunks)?;
         // Durable now: only from here may anyone learn these chunks exist.
         let mut state = self.state.lock().expect("store lock");
-        let pack_index = state.pack_paths.len();
-        state.pack_paths.push(pack_path);
-        for (fingerprint, offset_bytes, length_bytes) in entries {
-            let location = Location {
-                pack_index,
-                offset_bytes,
-                length_bytes,
-            };
-            if state.locations.insert(fingerprint, location).is_none() {
+        for (length_bytes, new) in state.add_pack(pack_path, entries) {
+            if new {
                 outcome.stored_chunks += 1;
                 outcome.stored_bytes += u64::from(length_bytes);
             } else {
@@ -330,24 +354,38 @@ impl ChunkStore {
                 return Ok(check);
             }
         };
-        for (fingerprint, offset_bytes, length_bytes) in entries {
-            let start_index = offset_bytes as usize;
-            let end_index = start_index + length_bytes as usize;
-            let result = if end_index > bytes.len() {
-                Err(ChunkProblem::Truncated {
-                    expected_bytes: u64::from(length_bytes),
-                    found_bytes: bytes.len().saturating_sub(start_index) as u64,
-                })
-            } else {
-                check_chunk(&fingerprint, &bytes[start_index..end_index])
-            };
-            match result {
-                Ok(()) => check.sound.push(fingerprint),
+        for (fingerprint, chunk) in check_entries(&bytes, entries) {
+            match chunk {
+                Ok(_) => check.sound.push(fingerprint),
                 Err(problem) => check.damaged.push((fingerprint, problem)),
             }
         }
         Ok(check)
     }
+}
+
+/// Each entry of a pack (`bytes`, its header already parsed into `entries`)
+/// with its chunk's bytes when they are all there and hash to its name.
+fn check_entries(
+    bytes: &[u8],
+    entries: Vec<PackEntry>,
+) -> impl Iterator<Item = (Fingerprint, Result<&[u8], ChunkProblem>)> {
+    entries
+        .into_iter()
+        .map(move |(fingerprint, offset_bytes, length_bytes)| {
+            let start_index = offset_bytes as usize;
+            let end_index = start_index + length_bytes as usize;
+            let chunk = if end_index > bytes.len() {
+                Err(ChunkProblem::Truncated {
+                    expected_bytes: u64::from(length_bytes),
+                    found_bytes: bytes.len().saturating_sub(start_index) as u64,
+                })
+            } else {
+                let chunk = &bytes[start_index..end_index];
+                check_chunk(&fingerprint, chunk).map(|()| chunk)
+            };
+            (fingerprint, chunk)
+        })
 }
 
 /// Reads every pack header: where each chunk is, and which packs are
@@ -357,16 +395,7 @@ fn load_state(disk: &dyn Disk) -> ServiceResult<StoreState> {
     for pack_path in list_packs(disk)? {
         match read_pack_header(disk, &pack_path) {
             Ok(entries) => {
-                let pack_index = state.pack_paths.len();
-                state.pack_paths.push(pack_path);
-                for (fingerprint, offset_bytes, length_bytes) in entries {
-                    let location = Location {
-                        pack_index,
-                        offset_bytes,
-                        length_bytes,
-                    };
-                    state.locations.entry(fingerprint).or_insert(location);
-                }
+                state.add_pack(pack_path, entries);
             }
             Err(PackError::Damaged(problem)) => state.damaged_packs.push((pack_path, problem)),
             Err(PackError::Storage(error)) => return Err(error),
@@ -432,10 +461,7 @@ fn list_packs(disk: &dyn Disk) -> ServiceResult<Vec<String>> {
 }
 
 /// Reads only the header: two small range reads per pack at open.
-fn read_pack_header(
-    disk: &dyn Disk,
-    pack_path: &str,
-) -> Result<Vec<(Fingerprint, u64, u32)>, PackError> {
+fn read_pack_header(disk: &dyn Disk, pack_path: &str) -> Result<Vec<PackEntry>, PackError> {
     let storage =
         |error: std::io::Error| PackError::Storage(ServiceError::storage(pack_path, &error));
     let preamble = disk
@@ -465,10 +491,7 @@ fn parse_preamble(bytes: &[u8]) -> Result<usize, ChunkProblem> {
 
 /// Parses a header (and possibly data after it) into (fingerprint, absolute
 /// offset, length) triples, checking the header hashes to the pack's name.
-fn parse_pack_header(
-    pack_path: &str,
-    bytes: &[u8],
-) -> Result<Vec<(Fingerprint, u64, u32)>, ChunkProblem> {
+fn parse_pack_header(pack_path: &str, bytes: &[u8]) -> Result<Vec<PackEntry>, ChunkProblem> {
     let entry_count = parse_preamble(bytes)?;
     let header_size_bytes = PACK_PREAMBLE_BYTES + entry_count * PACK_ENTRY_BYTES;
     if bytes.len() < header_size_bytes {
@@ -497,9 +520,7 @@ fn parse_pack_header(
 
 /// Builds a pack's header: (disk path, header bytes, entries with absolute
 /// offsets). The chunks' bytes follow the header in the given order.
-fn encode_pack_header(
-    chunks: &[&(Fingerprint, Vec<u8>)],
-) -> (String, Vec<u8>, Vec<(Fingerprint, u64, u32)>) {
+fn encode_pack_header(chunks: &[&(Fingerprint, Vec<u8>)]) -> (String, Vec<u8>, Vec<PackEntry>) {
     let header_size_bytes = PACK_PREAMBLE_BYTES + chunks.len() * PACK_ENTRY_BYTES;
     let mut pack_bytes = Vec::with_capacity(header_size_bytes);
     pack_bytes.extend_from_slice(PACK_MAGIC);
