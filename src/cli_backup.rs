@@ -22,7 +22,7 @@ use backup::manifest::SnapshotSummary;
 use backup::pipeline::Pipeline;
 use backup::repository::Repository;
 use backup::restore::RestoreError;
-use backup::service::{BackupService, RepoConfig, ServiceError};
+use backup::service::{BackupService, RepoConfig};
 use backup::source::{FsSource, Source, SourceEntry, SourceError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -356,7 +356,9 @@ fn resolve_parent(
     let (id, named) = match choice {
         ParentChoice::Nothing => return Ok(None),
         ParentChoice::Snapshot(prefix) => {
-            let id = pollster::block_on(client::find_snapshot(repository, &prefix))
+            let id = repository
+                .manifests()
+                .resolve(&prefix)
                 .with_context(|| format!("finding the parent snapshot {prefix:?}"))?;
             (id, true)
         }
@@ -503,34 +505,15 @@ fn print_backup(summary: &BackupSummary) {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
-    // Matched against every manifest, damaged ones too (the listing leaves
-    // those out): a prefix must never silently pick an intact snapshot when
-    // it also names a damaged one, and a damaged one is named as damaged.
-    let prefix = args.snapshot.as_str();
-    let matching: Vec<backup::SnapshotId> = repository
+    let id = repository
         .manifests()
-        .ids()?
-        .into_iter()
-        .filter(|id| !prefix.is_empty() && id.0.starts_with(prefix))
-        .collect();
-    let finding = || format!("finding snapshot {prefix:?}");
-    let id = match matching.as_slice() {
-        [] => Err(ServiceError::SnapshotNotFound {
-            id: prefix.to_string(),
-        })
-        .with_context(finding)?,
-        [id] => match repository.manifests().get(id) {
-            Ok(_) => id.clone(),
-            Err(error) => Err(error).with_context(|| {
-                format!("{} (`crosscheck fsck` checks every manifest)", finding())
-            })?,
-        },
-        several => Err(ServiceError::SnapshotAmbiguous {
-            prefix: prefix.to_string(),
-            count: several.len(),
-        })
-        .with_context(finding)?,
-    };
+        .resolve(&args.snapshot)
+        .with_context(|| {
+            format!(
+                "finding snapshot {:?} (`crosscheck fsck` checks every manifest)",
+                args.snapshot
+            )
+        })?;
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
     let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));

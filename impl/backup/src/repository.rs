@@ -126,6 +126,25 @@ impl ManifestStore {
         Ok(to)
     }
 
+    /// The snapshot whose id starts with `prefix`, matched against every
+    /// manifest, damaged ones too: a prefix naming a damaged manifest is
+    /// never resolved to another snapshot (it is ambiguous, or the damage
+    /// is the error).
+    pub fn resolve(&self, prefix: &str) -> ServiceResult<SnapshotId> {
+        let mut matching = self.ids()?;
+        matching.retain(|id| !prefix.is_empty() && id.0.starts_with(prefix));
+        match matching.as_slice() {
+            [] => Err(ServiceError::SnapshotNotFound {
+                id: prefix.to_string(),
+            }),
+            [id] => self.read_checked(id).map(|_| id.clone()),
+            several => Err(ServiceError::SnapshotAmbiguous {
+                prefix: prefix.to_string(),
+                count: several.len(),
+            }),
+        }
+    }
+
     /// Ids of every committed snapshot (unordered; `.tmp` leftovers skipped).
     pub fn ids(&self) -> ServiceResult<Vec<SnapshotId>> {
         let names = self
