@@ -166,6 +166,10 @@ pub struct BackupSummary {
     pub skipped: Vec<backup::client::SkippedEntry>,
     pub seconds: f64,
     pub mib_per_s: f64,
+    /// Of `seconds`, the time the upload thread spent storing packs
+    /// (writing, fsyncing, recording in the index). Near `seconds`, the
+    /// disk is what limits the backup.
+    pub pack_write_seconds: f64,
 }
 
 /// The caller's real clock, for snapshot times and index leases.
@@ -406,9 +410,9 @@ fn backup_source(
     let bar = ByteBar::new("backup");
     // Packs are written on a thread of their own, so the next batch is read,
     // chunked and hashed while the last one goes to disk.
-    let report = repository
+    let (report, pack_write_seconds) = repository
         .with_upload_thread(|service| {
-            pollster::block_on(client::backup_listed(
+            let report = pollster::block_on(client::backup_listed(
                 service,
                 source,
                 entries,
@@ -416,7 +420,8 @@ fn backup_source(
                 &options,
                 &RealClock,
                 &bar,
-            ))
+            ));
+            report.map(|report| (report, service.busy_seconds()))
         })
         .with_context(|| format!("backing up {label}"))?;
     drop(bar);
@@ -446,6 +451,7 @@ fn backup_source(
         skipped: stats.skipped,
         seconds,
         mib_per_s: total_bytes as f64 / MIB / seconds.max(1e-9),
+        pack_write_seconds,
     })
 }
 
@@ -488,6 +494,11 @@ fn print_backup(summary: &BackupSummary) {
     println!(
         "speed        {:.1} MiB/s over {:.2} s",
         summary.mib_per_s, summary.seconds
+    );
+    println!(
+        "pack writes  {:.2} s ({:.0}% of the backup's time)",
+        summary.pack_write_seconds,
+        100.0 * summary.pack_write_seconds / summary.seconds.max(1e-9)
     );
     println!(
         "index        {} lookups, {} saved by the Bloom filter ({} false positives), \

@@ -164,6 +164,13 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         first["new_chunks"], first["chunks"],
         "a fresh repo stores every chunk: {first}"
     );
+    // New chunks were written, so packs took some of the backup's time.
+    let pack_write_seconds = first["pack_write_seconds"].as_f64().unwrap();
+    let seconds = first["seconds"].as_f64().unwrap();
+    assert!(
+        pack_write_seconds > 0.0 && pack_write_seconds <= seconds,
+        "{first}"
+    );
     let skipped = first["skipped"].as_array().unwrap();
     assert_eq!(
         skipped.len(),
@@ -185,6 +192,10 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         "an unchanged tree must store nothing new: {again}"
     );
     assert_eq!(again["new_bytes"], 0, "{again}");
+    assert_eq!(
+        again["pack_write_seconds"], 0.0,
+        "nothing to write: {again}"
+    );
     // The latest snapshot of the same directory is the parent: nothing is read.
     assert_eq!(again["parent"], first["snapshot_id"], "{again}");
     assert_eq!(again["bytes_read"], 0, "{again}");
