@@ -711,6 +711,12 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
     for (chunk, pack, problem) in &report.damaged_chunks {
         println!("DAMAGED chunk {chunk} in {pack}: {problem}");
     }
+    for (chunk, pack, problem) in &report.damaged_spare_copies {
+        println!(
+            "DAMAGED spare copy of chunk {chunk} in {pack}: {problem}; reads go to a sound \
+             copy in another pack, so no snapshot is affected, and `fsck --repair` drops it"
+        );
+    }
     for (pack, problem) in &report.damaged_packs {
         println!("DAMAGED pack {pack}: {problem}");
     }

@@ -38,8 +38,13 @@ pub struct FsckReport {
     pub chunks_checked: u64,
     /// Snapshots checked.
     pub snapshots_checked: u64,
-    /// Chunks whose stored bytes are bad: (chunk, pack, problem).
+    /// Chunks whose stored bytes are bad, in the pack reads go to: (chunk,
+    /// pack, problem). Every snapshot naming one is damaged.
     pub damaged_chunks: Vec<(Fingerprint, String, ChunkProblem)>,
+    /// Damaged spare copies: bad bytes of a chunk whose reads go to a sound
+    /// copy in another pack (two uploads of it raced). No snapshot is
+    /// affected, but the disk is damaging data; repair drops them.
+    pub damaged_spare_copies: Vec<(Fingerprint, String, ChunkProblem)>,
     /// Packs that cannot be read at all: (pack, problem).
     pub damaged_packs: Vec<(String, ChunkProblem)>,
     /// Snapshots whose manifest cannot be read: (id, problem).
@@ -62,6 +67,7 @@ impl FsckReport {
     /// True when nothing is damaged (leftovers are allowed).
     pub fn is_clean(&self) -> bool {
         self.damaged_chunks.is_empty()
+            && self.damaged_spare_copies.is_empty()
             && self.damaged_packs.is_empty()
             && self.damaged_manifests.is_empty()
             && self.damaged_files.is_empty()
@@ -106,10 +112,18 @@ pub fn fsck(
             report.damaged_packs.push((pack_path.clone(), problem));
         }
         for (fingerprint, problem) in check.damaged {
-            bad_chunks.insert(fingerprint, problem.to_string());
-            report
-                .damaged_chunks
-                .push((fingerprint, pack_path.clone(), problem));
+            // Only the copy reads go to decides whether snapshots restore;
+            // a sound copy elsewhere is checked with its own pack.
+            if store.pack_of(&fingerprint).as_ref() == Some(pack_path) {
+                bad_chunks.insert(fingerprint, problem.to_string());
+                report
+                    .damaged_chunks
+                    .push((fingerprint, pack_path.clone(), problem));
+            } else {
+                report
+                    .damaged_spare_copies
+                    .push((fingerprint, pack_path.clone(), problem));
+            }
         }
         on_pack(done as u64 + 1, pack_paths.len() as u64);
     }

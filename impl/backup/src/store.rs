@@ -225,6 +225,14 @@ impl ChunkStore {
             .copied()
     }
 
+    /// The pack a read of `fingerprint` goes to: of several copies, the one
+    /// registered first.
+    pub fn pack_of(&self, fingerprint: &Fingerprint) -> Option<String> {
+        let state = self.state.lock().expect("store lock");
+        let location = state.locations.get(fingerprint)?;
+        Some(state.pack_paths[location.pack_index].clone())
+    }
+
     /// Number of distinct chunks held.
     pub fn chunk_count(&self) -> usize {
         self.state.lock().expect("store lock").locations.len()

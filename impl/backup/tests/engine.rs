@@ -11,8 +11,8 @@ use backup::manifest::{Entry, EntryKind, Manifest};
 use backup::restore::{RestoreError, restore};
 use backup::service::{Answer, BackupService, ServiceError};
 use backup::{
-    ConcurrencyMode, FsSource, MemoryEntry, MemorySource, Pipeline, RepoConfig, Repository, Source,
-    SourceEntry, SourceKind,
+    ConcurrencyMode, Fingerprint, FsSource, MemoryEntry, MemorySource, Pipeline, RepoConfig,
+    Repository, Source, SourceEntry, SourceKind,
 };
 
 /// A tree of a few files, some sharing content.
@@ -365,6 +365,76 @@ fn repair_lets_the_next_backup_heal_a_damaged_or_lost_chunk() {
         }
         let victim = std::fs::read(target.path().join("1/victim")).unwrap();
         assert_eq!(victim, common::random_bytes(3_000, 2), "{name}: healed");
+    }
+}
+
+/// Two uploads of one chunk that raced (here: a second store opened before
+/// the first backup, as another process would be) leave two copies in two
+/// packs. Damage to the copy reads do not go to must not be blamed on any
+/// snapshot; damage to the one they go to must, and repair then falls back
+/// on the sound copy without a new backup.
+#[test]
+fn a_damaged_copy_is_blamed_on_snapshots_only_when_reads_go_to_it() {
+    for damage_read_copy in [false, true] {
+        let (repo_dir, repository) = common::repository(common::small_chunks());
+        let racer = backup::store::ChunkStore::open(repository.disk().clone()).unwrap();
+        let bytes = common::random_bytes(3_000, 7);
+        let mut tree = MemorySource::new();
+        tree.insert("dup", 0o644, MemoryEntry::File(bytes.clone()));
+        let snapshot = common::backup_source(&repository, Arc::new(tree), Pipeline::Inline)
+            .unwrap()
+            .snapshot;
+        let fingerprint = Fingerprint::of(&bytes);
+        let other = common::random_bytes(2_000, 8);
+        let racing_batch = [
+            (fingerprint, bytes.clone()),
+            (Fingerprint::of(&other), other),
+        ];
+        assert_eq!(racer.put_batch(&racing_batch).unwrap().stored_chunks, 2);
+
+        let repository = common::reopen(repo_dir.path());
+        let read_pack = repository.store().pack_of(&fingerprint).unwrap();
+        let packs = repository.store().pack_paths();
+        assert_eq!(packs.len(), 2, "two packs hold the chunk: {packs:?}");
+        let damaged_pack = if damage_read_copy {
+            read_pack.clone()
+        } else {
+            packs.into_iter().find(|pack| *pack != read_pack).unwrap()
+        };
+        let pack_file = repo_dir.path().join(&damaged_pack);
+        let mut pack_bytes = std::fs::read(&pack_file).unwrap();
+        // Flip one byte inside this pack's copy of the chunk.
+        let copy_at = pack_bytes
+            .windows(64)
+            .position(|w| w == &bytes[..64])
+            .unwrap();
+        pack_bytes[copy_at + 100] ^= 0x01;
+        std::fs::write(&pack_file, pack_bytes).unwrap();
+
+        let repository = common::reopen(repo_dir.path());
+        let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+        assert!(!report.is_clean(), "{report:?}");
+        let target = tempfile::tempdir().unwrap();
+        let restored = restore_into(&repository, &snapshot, &target.path().join("r"));
+        if damage_read_copy {
+            assert_eq!(report.damaged_snapshots(), vec![snapshot.clone()]);
+            assert_eq!(report.damaged_chunks.len(), 1, "{report:?}");
+            assert!(report.damaged_spare_copies.is_empty(), "{report:?}");
+            assert!(restored.is_err(), "reads go to the damaged copy");
+        } else {
+            assert!(report.damaged_snapshots().is_empty(), "{report:?}");
+            assert!(report.damaged_chunks.is_empty(), "{report:?}");
+            assert_eq!(report.damaged_spare_copies.len(), 1, "{report:?}");
+            restored.unwrap();
+        }
+
+        backup::fsck::repair(&repository).unwrap();
+        let repository = common::reopen(repo_dir.path());
+        let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+        assert!(report.is_clean(), "repaired: {report:?}");
+        let out = target.path().join("after-repair");
+        restore_into(&repository, &snapshot, &out).unwrap();
+        assert_eq!(std::fs::read(out.join("dup")).unwrap(), bytes);
     }
 }
 
