@@ -529,10 +529,18 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));
     drop(bar);
-    let stats = match result {
-        Ok(stats) => stats,
+    let (stats, unrestored, verdict) = match result {
+        Ok(stats) => (stats, Vec::new(), Verdict::Holds),
         Err(error @ (RestoreError::TargetNotEmpty { .. } | RestoreError::Io { .. })) => {
             return Err(error).context(format!("restoring snapshot {id}"));
+        }
+        Err(error @ RestoreError::Incomplete { .. }) => {
+            // Damaged files were left out; the rest was restored.
+            eprintln!("error: restoring snapshot {id}: {error}");
+            let RestoreError::Incomplete { stats, unrestored } = error else {
+                unreachable!("matched above")
+            };
+            (stats, unrestored, Verdict::SafetyViolation)
         }
         Err(error) => {
             // The repository's content is at fault: damaged or unsafe.
@@ -545,6 +553,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
         let mut value = serde_json::to_value(&stats)?;
         value["snapshot_id"] = id.0.clone().into();
         value["seconds"] = seconds.into();
+        value["unrestored"] = serde_json::to_value(&unrestored)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
@@ -556,8 +565,11 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
             stats.bytes_written as f64 / MIB,
             seconds
         );
+        if !unrestored.is_empty() {
+            println!("left out, damaged: {} files", unrestored.len());
+        }
     }
-    Ok(Verdict::Holds)
+    Ok(verdict)
 }
 
 pub fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Verdict> {

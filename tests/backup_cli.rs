@@ -393,6 +393,12 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
             stderr.contains(chunk),
             "restore names the bad chunk {chunk}: {stderr}"
         );
+        // The damaged file is left out, never written with wrong bytes.
+        let restored: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(restored["unrestored"][0]["path"], path, "{restored}");
+        assert_eq!(restored["unrestored"][0]["chunk"], chunk, "{restored}");
+        let bad_target = scratch.path().join(format!("bad-{id}"));
+        assert!(!bad_target.join(path).exists(), "{path} left out");
     }
     let (id, source, _) = &snapshots[3];
     let target = scratch.path().join("intact");

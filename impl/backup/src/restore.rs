@@ -4,8 +4,9 @@
 //! byte is written ([`Manifest::validate`]: no absolute path, no `..`, nothing
 //! under a symlink entry), the target must be empty so no pre-existing link
 //! can redirect a write, and symlinks are created last. Every chunk is
-//! re-hashed on arrival; a bad one stops the restore with an error naming the
-//! file and the chunk.
+//! re-hashed on arrival. A file with a missing or damaged chunk is left out
+//! (never written with wrong bytes under its name) and the restore goes on
+//! with the rest, then fails naming each file left out and its chunk.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -30,7 +31,19 @@ pub struct RestoreStats {
     pub chunks_fetched: u64,
 }
 
-/// Why a restore stopped.
+/// A file a restore left out because it could not be written
+/// byte-identical.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnrestoredFile {
+    /// The file's path in the snapshot.
+    pub path: String,
+    /// Its first missing or damaged chunk, if a chunk is at fault.
+    pub chunk: Option<Fingerprint>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Why a restore stopped, or did not restore everything.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// The manifest names a path that could escape the target; nothing was written.
@@ -42,12 +55,21 @@ pub enum RestoreError {
          that nothing in it can redirect or mix with restored files; choose a new directory"
     )]
     TargetNotEmpty { path: PathBuf },
-    /// A chunk of a file is missing or damaged.
+    /// Some files could not be restored byte-identical; everything else was.
     #[error(
-        "cannot restore {path:?}: chunk {chunk} {problem}; the restore stopped there, and \
-         what it wrote before stays in the target. `crosscheck fsck` names every damaged \
-         snapshot; `fsck --repair`, then a backup of the same data, heals them"
+        "{} of the snapshot's files could not be restored byte-identical and were left \
+         out, the rest was restored ({} files): {}. `crosscheck fsck` names every damaged \
+         snapshot; `fsck --repair`, then a backup of the same data, heals them",
+        unrestored.len(),
+        stats.files,
+        describe_unrestored(unrestored)
     )]
+    Incomplete {
+        stats: RestoreStats,
+        unrestored: Vec<UnrestoredFile>,
+    },
+    /// A chunk of a file is missing or damaged.
+    #[error("cannot restore {path:?}: chunk {chunk} {problem}")]
     BadChunk {
         path: String,
         chunk: Fingerprint,
@@ -79,6 +101,17 @@ pub enum RestoreError {
     },
 }
 
+fn describe_unrestored(unrestored: &[UnrestoredFile]) -> String {
+    let described: Vec<String> = unrestored
+        .iter()
+        .map(|file| match file.chunk {
+            Some(chunk) => format!("{:?}: chunk {chunk} {}", file.path, file.problem),
+            None => format!("{:?}: {}", file.path, file.problem),
+        })
+        .collect();
+    described.join("; ")
+}
+
 impl From<ServiceError> for RestoreError {
     fn from(error: ServiceError) -> Self {
         Self::Service(error)
@@ -103,6 +136,7 @@ pub async fn restore<S: BackupService>(
     prepare_target(target)?;
     let mut stats = RestoreStats::default();
     let mut directories = Vec::new();
+    let mut unrestored = Vec::new();
     for entry in &manifest.entries {
         let full = target.join(&entry.path);
         match &entry.kind {
@@ -117,7 +151,37 @@ pub async fn restore<S: BackupService>(
                 }
                 let file = std::fs::File::create(&full).map_err(io_error(&full))?;
                 let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-                write_file(service, entry, &mut writer, &mut stats).await?;
+                let written = write_file(service, entry, &mut writer, &mut stats).await;
+                let (chunk, problem) = match written {
+                    Ok(()) => (None, None),
+                    Err(RestoreError::BadChunk { chunk, problem, .. }) => {
+                        (Some(chunk), Some(problem))
+                    }
+                    Err(RestoreError::SizeMismatch {
+                        expected_bytes,
+                        found_bytes,
+                        ..
+                    }) => {
+                        let problem = format!(
+                            "its chunks hold {found_bytes} bytes, the manifest says \
+                             {expected_bytes}"
+                        );
+                        (None, Some(problem))
+                    }
+                    Err(other) => return Err(other),
+                };
+                if let Some(problem) = problem {
+                    // No file under this name rather than wrong bytes.
+                    drop(writer);
+                    std::fs::remove_file(&full).map_err(io_error(&full))?;
+                    let path = entry.path.clone();
+                    unrestored.push(UnrestoredFile {
+                        path,
+                        chunk,
+                        problem,
+                    });
+                    continue;
+                }
                 let file = writer
                     .into_inner()
                     .map_err(|error| io_error(&full)(error.into_error()))?;
@@ -129,6 +193,9 @@ pub async fn restore<S: BackupService>(
         }
     }
     restore_symlinks_and_modes(&manifest, target, &directories, &mut stats)?;
+    if !unrestored.is_empty() {
+        return Err(RestoreError::Incomplete { stats, unrestored });
+    }
     Ok(stats)
 }
 

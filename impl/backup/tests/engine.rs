@@ -282,13 +282,21 @@ fn a_corrupt_chunk_fails_restore_naming_file_and_chunk_and_spares_other_snapshot
 
         let repository = common::reopen(repo_dir.path());
         let target = tempfile::tempdir().unwrap();
-        let error = restore_into(&repository, &second, &target.path().join("r")).unwrap_err();
+        let out = target.path().join("r");
+        let error = restore_into(&repository, &second, &out).unwrap_err();
         let message = error.to_string();
-        let RestoreError::BadChunk { path, .. } = &error else {
+        let RestoreError::Incomplete { unrestored, stats } = &error else {
             panic!("{name}: {error}")
         };
-        assert_eq!(path, "victim", "{name}");
+        assert_eq!(unrestored.len(), 1, "{name}: {message}");
+        assert_eq!(unrestored[0].path, "victim", "{name}");
         assert!(message.contains(expected_problem), "{name}: {message}");
+        // The rest of the snapshot is restored; the victim is left out
+        // rather than written with wrong bytes.
+        assert_eq!(stats.files, 1, "{name}: {stats:?}");
+        let kept = std::fs::read(out.join("keep")).unwrap();
+        assert_eq!(kept, common::random_bytes(100_000, 1), "{name}");
+        assert!(!out.join("victim").exists(), "{name}");
 
         let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
         assert!(!report.is_clean(), "{name}");
@@ -623,10 +631,10 @@ fn naive_index_lets_a_snapshot_name_a_chunk_never_uploaded() {
     );
     let target = tempfile::tempdir().unwrap();
     let error = restore_into(&repository, &report.snapshot, &target.path().join("r")).unwrap_err();
-    assert!(
-        matches!(error, RestoreError::BadChunk { chunk, .. } if chunk == fingerprint),
-        "{error}"
-    );
+    let RestoreError::Incomplete { unrestored, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(unrestored[0].chunk, Some(fingerprint), "{error}");
     let fsck = backup::fsck(&repository, &mut |_, _| ()).unwrap();
     assert_eq!(fsck.index_claims_missing, vec![fingerprint]);
 }
