@@ -324,6 +324,20 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<Verdict> {
     } else {
         print_backup(&summary);
     }
+    // Like restic's exit 3: the snapshot is committed, but something good
+    // (every entry backed up) did not happen. Special files skipped by
+    // design do not count.
+    let unreadable = summary.skipped.iter().filter(|skipped| skipped.unreadable);
+    let unreadable_count = unreadable.count();
+    if unreadable_count > 0 {
+        eprintln!(
+            "incomplete: {unreadable_count} entries could not be read and are not in snapshot \
+             {} (listed under skipped); the rest is backed up. Fix their permissions or \
+             names and back up again",
+            summary.snapshot_id
+        );
+        return Ok(Verdict::LivenessViolation);
+    }
     Ok(Verdict::Holds)
 }
 

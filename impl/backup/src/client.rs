@@ -81,6 +81,9 @@ pub struct SkippedEntry {
     pub path: String,
     /// Why it was not backed up.
     pub reason: String,
+    /// True when it could not be read (the snapshot is incomplete); false
+    /// for special files, which are never backed up.
+    pub unreadable: bool,
 }
 
 /// What a backup read, stored and saved.
@@ -510,13 +513,19 @@ impl BatchReader<'_> {
                     .current_file
                     .take()
                     .ok_or_else(|| protocol("a file failure outside a file"))?;
-                self.stats.skipped.push(SkippedEntry {
-                    path: entry.path,
-                    reason,
-                });
+                self.skip(entry.path, reason, true);
             }
         }
         Ok(false)
+    }
+
+    fn skip(&mut self, path: String, reason: String, unreadable: bool) {
+        let skipped = SkippedEntry {
+            path,
+            reason,
+            unreadable,
+        };
+        self.stats.skipped.push(skipped);
     }
 
     fn add_entry(&mut self, entry: SourceEntry) {
@@ -530,10 +539,11 @@ impl BatchReader<'_> {
                 EntryKind::Symlink { target }
             }
             SourceKind::Skipped { reason } => {
-                self.stats.skipped.push(SkippedEntry {
-                    path: entry.path,
-                    reason,
-                });
+                self.skip(entry.path, reason, true);
+                return;
+            }
+            SourceKind::Special { reason } => {
+                self.skip(entry.path, reason, false);
                 return;
             }
             SourceKind::File { .. } => unreachable!("files arrive as FileStart"),

@@ -2,9 +2,10 @@
 //!
 //! The client never touches the file system directly, so the simulator can
 //! feed it an in-memory tree ([`MemorySource`]) and the CLI a real directory
-//! ([`FsSource`]). Problems with single entries (a fifo, an unreadable file,
-//! a name that is not UTF-8) are reported as [`SourceKind::Skipped`] and never
-//! stop the backup; only an unusable root does.
+//! ([`FsSource`]). Special files (a fifo, a socket, a device) are reported as
+//! [`SourceKind::Special`], problems with single entries (an unreadable file,
+//! a name that is not UTF-8) as [`SourceKind::Skipped`]; neither stops the
+//! backup, only an unusable root does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -58,7 +59,10 @@ pub enum SourceKind {
     Directory,
     /// A symbolic link: its target text, never followed.
     Symlink { target: String },
-    /// Not backed up, with the reason (special file, unreadable, bad name).
+    /// A FIFO, socket or device: never backed up, by design.
+    Special { reason: String },
+    /// Could not be backed up (unreadable, a name or link that is not
+    /// UTF-8), with the reason: the snapshot lacks it.
     Skipped { reason: String },
 }
 
@@ -382,7 +386,7 @@ fn describe(
         }
     } else {
         let what = describe_type(file_type);
-        SourceKind::Skipped {
+        SourceKind::Special {
             reason: format!("special file ({what}) not backed up"),
         }
     };
