@@ -178,7 +178,10 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         "the fifo, and only it, is reported skipped: {first}"
     );
     assert_eq!(skipped[0]["path"], "a-fifo");
-    assert_eq!(skipped[0]["unreadable"], false, "skipped by design: {first}");
+    assert_eq!(
+        skipped[0]["unreadable"], false,
+        "skipped by design: {first}"
+    );
     assert!(
         skipped[0]["reason"]
             .as_str()
@@ -228,6 +231,23 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
     let mut expected = tree_digest(&source);
     assert_eq!(expected.remove("a-fifo").as_deref(), Some("fifo"));
     assert_eq!(tree_digest(&target), expected);
+    // Files get their modification times back, to the nanosecond.
+    let old_time = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
+    let file = fs::File::options()
+        .write(true)
+        .open(source.join("d1/e1/f1.bin"))
+        .unwrap();
+    file.set_modified(old_time).unwrap();
+    let dated = backup(&source, &repo);
+    let dated_target = scratch.path().join("restored-dated");
+    let output = restore(&snapshot_id(&dated), &dated_target, &repo);
+    assert!(output.status.success(), "{output:?}");
+    for path in expected.keys().filter(|path| source.join(path).is_file()) {
+        let modified = |root: &Path| fs::metadata(root.join(path)).unwrap().modified().unwrap();
+        assert_eq!(modified(&dated_target), modified(&source), "{path}");
+    }
+    let restored_time = fs::metadata(dated_target.join("d1/e1/f1.bin")).unwrap();
+    assert_eq!(restored_time.modified().unwrap(), old_time);
 
     let listed = json_ok(&[
         "snapshots".as_ref(),
@@ -241,8 +261,8 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.len(), 3, "{listed}");
-    let made = [&first, &again, &forced].map(snapshot_id);
+    assert_eq!(ids.len(), 4, "{listed}");
+    let made = [&first, &again, &forced, &dated].map(snapshot_id);
     assert!(
         made.iter().all(|made| ids.contains(&made.as_str())),
         "{listed}"

@@ -6,9 +6,10 @@
 //! on read. Paths inside are untrusted input to restore: [`Manifest::validate`]
 //! refuses anything that could write outside the restore target.
 //!
-//! Not yet: owners, timestamps, extended attributes and hard links (each link
-//! is stored as its own file; dedup keeps that cheap). Each needs a field
-//! here and a step in restore; none is needed for byte-identical contents.
+//! A file's stamp carries its modification time, which restore sets. Not yet:
+//! owners, directory times, extended attributes and hard links (each link is
+//! stored as its own file; dedup keeps that cheap). Each needs a field here
+//! and a step in restore; none is needed for byte-identical contents.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

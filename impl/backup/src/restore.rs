@@ -1,4 +1,6 @@
 //! Restore: a snapshot back into a directory, byte-identical, or not at all.
+//! Files get back their permission bits and, when the snapshot recorded it,
+//! their modification time.
 //!
 //! The manifest is untrusted input. Every path is validated before the first
 //! byte is written ([`Manifest::validate`]: no absolute path, no `..`, nothing
@@ -187,6 +189,13 @@ pub async fn restore<S: BackupService>(
                     .map_err(|error| io_error(&full)(error.into_error()))?;
                 file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
                     .map_err(io_error(&full))?;
+                if let EntryKind::File {
+                    stamp: Some(stamp), ..
+                } = &entry.kind
+                {
+                    file.set_modified(modified_time(stamp.modified_ns))
+                        .map_err(io_error(&full))?;
+                }
                 stats.files += 1;
             }
             EntryKind::Symlink { .. } => {}
@@ -197,6 +206,17 @@ pub async fn restore<S: BackupService>(
         return Err(RestoreError::Incomplete { stats, unrestored });
     }
     Ok(stats)
+}
+
+/// The time `modified_ns` nanoseconds from the Unix epoch (before it when
+/// negative).
+fn modified_time(modified_ns: i64) -> std::time::SystemTime {
+    let since_epoch = std::time::Duration::from_nanos(modified_ns.unsigned_abs());
+    if modified_ns >= 0 {
+        std::time::UNIX_EPOCH + since_epoch
+    } else {
+        std::time::UNIX_EPOCH - since_epoch
+    }
 }
 
 /// Symlinks last, so no write can pass through one; directory modes after
