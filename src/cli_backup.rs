@@ -22,7 +22,7 @@ use backup::manifest::SnapshotSummary;
 use backup::pipeline::Pipeline;
 use backup::repository::Repository;
 use backup::restore::RestoreError;
-use backup::service::{BackupService, RepoConfig};
+use backup::service::{BackupService, RepoConfig, ServiceError};
 use backup::source::{FsSource, Source, SourceEntry, SourceError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -530,15 +530,27 @@ fn print_backup(summary: &BackupSummary) {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
-    let id = repository
-        .manifests()
-        .resolve(&args.snapshot)
-        .with_context(|| {
-            format!(
-                "finding snapshot {:?} (`crosscheck fsck` checks every manifest)",
+    let id = match repository.manifests().resolve(&args.snapshot) {
+        Ok(id) => id,
+        // Damage found in the repository, like a damaged chunk: exit 1.
+        Err(error @ ServiceError::ManifestInvalid { .. }) => {
+            eprintln!(
+                "error: restoring snapshot {:?}: {error}; nothing was restored. \
+                 `crosscheck fsck` checks every manifest, and `fsck --repair` moves a damaged \
+                 one to quarantine/",
                 args.snapshot
-            )
-        })?;
+            );
+            return Ok(Verdict::SafetyViolation);
+        }
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "finding snapshot {:?} (`crosscheck snapshots` lists them)",
+                    args.snapshot
+                )
+            });
+        }
+    };
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
     let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));

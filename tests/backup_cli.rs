@@ -790,6 +790,7 @@ fn a_prefix_naming_a_damaged_manifest_never_restores_another_snapshot() {
     );
     let output = restore(&damaged[..20], &scratch.path().join("out"), &repo);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "damage found: {stderr}");
     assert!(stderr.contains("damaged"), "the damage is named: {stderr}");
     assert!(!scratch.path().join("out").exists(), "nothing restored");
 }
