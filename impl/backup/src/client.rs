@@ -530,9 +530,9 @@ impl BatchReader<'_> {
 
     fn add_entry(&mut self, entry: SourceEntry) {
         let kind = match entry.kind {
-            SourceKind::Directory => {
+            SourceKind::Directory { modified_ns } => {
                 self.stats.directories += 1;
-                EntryKind::Directory
+                EntryKind::Directory { modified_ns }
             }
             SourceKind::Symlink { target } => {
                 self.stats.symlinks += 1;

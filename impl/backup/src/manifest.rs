@@ -6,8 +6,8 @@
 //! on read. Paths inside are untrusted input to restore: [`Manifest::validate`]
 //! refuses anything that could write outside the restore target.
 //!
-//! A file's stamp carries its modification time, which restore sets. Not yet:
-//! owners, directory times, extended attributes and hard links (each link is
+//! A file's stamp and a directory's `modified_ns` carry modification times,
+//! which restore sets. Not yet: owners, extended attributes and hard links (each link is
 //! stored as its own file; dedup keeps that cheap). Each needs a field here
 //! and a step in restore; none is needed for byte-identical contents.
 
@@ -44,8 +44,12 @@ pub enum EntryKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stamp: Option<FileStamp>,
     },
-    /// A directory.
-    Directory,
+    /// A directory, with its modification time when the source had one
+    /// (absent: not written, as for a file's stamp).
+    Directory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified_ns: Option<i64>,
+    },
     /// A symbolic link, stored as its target text and never followed.
     Symlink { target: String },
 }
@@ -76,6 +80,7 @@ struct EntryWire {
     size_bytes: Option<u64>,
     chunks: Option<Vec<Fingerprint>>,
     stamp: Option<FileStamp>,
+    modified_ns: Option<i64>,
     target: Option<String>,
 }
 
@@ -98,6 +103,7 @@ impl TryFrom<EntryWire> for Entry {
             size_bytes,
             chunks,
             stamp,
+            modified_ns,
             target,
         } = wire;
         let misplaced = |kind: &str, field: &str| {
@@ -115,6 +121,9 @@ impl TryFrom<EntryWire> for Entry {
             KindTag::File => {
                 if target.is_some() {
                     return Err(misplaced("file", "target"));
+                }
+                if modified_ns.is_some() {
+                    return Err(misplaced("file", "modified_ns"));
                 }
                 EntryKind::File {
                     size_bytes: size_bytes.ok_or_else(|| missing("file", "size_bytes"))?,
@@ -141,7 +150,8 @@ impl TryFrom<EntryWire> for Entry {
                     KindTag::Directory if target.is_some() => {
                         return Err(misplaced(name, "target"));
                     }
-                    KindTag::Directory => EntryKind::Directory,
+                    KindTag::Directory => EntryKind::Directory { modified_ns },
+                    _ if modified_ns.is_some() => return Err(misplaced(name, "modified_ns")),
                     _ => EntryKind::Symlink {
                         target: target.ok_or_else(|| missing(name, "target"))?,
                     },
@@ -338,7 +348,7 @@ mod tests {
             ("./a", "'.'"),
             ("", "empty"),
         ] {
-            let error = manifest(vec![(path, EntryKind::Directory)])
+            let error = manifest(vec![(path, EntryKind::Directory { modified_ns: None })])
                 .validate()
                 .unwrap_err();
             assert_eq!(error.path, path);
@@ -376,7 +386,7 @@ mod tests {
             inode: u64::MAX,
         };
         let entries = vec![
-            ("d", EntryKind::Directory),
+            ("d", EntryKind::Directory { modified_ns: None }),
             ("d/f", file(None)),
             ("d/g", file(Some(stamp))),
             (
@@ -421,6 +431,18 @@ mod tests {
             }
         );
         assert_eq!(String::from_utf8(manifest.to_json()).unwrap(), stored);
+        // A directory's time, when recorded, reads and writes back too.
+        let dated = stored.replace(
+            r#""kind":"directory"}"#,
+            r#""kind":"directory","modified_ns":-5}"#,
+        );
+        let manifest: Manifest = serde_json::from_str(&dated).unwrap();
+        let modified_ns = Some(-5);
+        assert_eq!(
+            manifest.entries[0].kind,
+            EntryKind::Directory { modified_ns }
+        );
+        assert_eq!(String::from_utf8(manifest.to_json()).unwrap(), dated);
     }
 
     /// An entry with a field missing, or one its kind does not have, is
@@ -441,6 +463,11 @@ mod tests {
         let error = parse(r#"{"path":"d","mode":493,"kind":"directory","chunks":[]}"#);
         assert!(
             error.contains(r#"entry "d": a directory has no field `chunks`"#),
+            "{error}"
+        );
+        let error = parse(r#"{"path":"l","mode":511,"kind":"symlink","modified_ns":1}"#);
+        assert!(
+            error.contains("a symlink has no field `modified_ns`"),
             "{error}"
         );
         let error = parse(r#"{"path":"l","mode":511,"kind":"symlink"}"#);

@@ -788,7 +788,7 @@ mod tests {
             .map(|index| SourceEntry {
                 path: format!("f{index}"),
                 mode: 0o644,
-                kind: SourceKind::Directory,
+                kind: SourceKind::Directory { modified_ns: None },
             })
             .collect();
         let budget = Budget {

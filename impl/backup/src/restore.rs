@@ -1,6 +1,6 @@
 //! Restore: a snapshot back into a directory, byte-identical, or not at all.
-//! Files get back their permission bits and, when the snapshot recorded it,
-//! their modification time.
+//! Files and directories get back their permission bits and, when the
+//! snapshot recorded it, their modification time.
 //!
 //! The manifest is untrusted input. Every path is validated before the first
 //! byte is written ([`Manifest::validate`]: no absolute path, no `..`, nothing
@@ -142,7 +142,7 @@ pub async fn restore<S: BackupService>(
     for entry in &manifest.entries {
         let full = target.join(&entry.path);
         match &entry.kind {
-            EntryKind::Directory => {
+            EntryKind::Directory { .. } => {
                 std::fs::create_dir_all(&full).map_err(io_error(&full))?;
                 directories.push(entry);
                 stats.directories += 1;
@@ -219,8 +219,9 @@ fn modified_time(modified_ns: i64) -> std::time::SystemTime {
     }
 }
 
-/// Symlinks last, so no write can pass through one; directory modes after
-/// their contents, so a read-only directory does not block its own files.
+/// Symlinks last, so no write can pass through one; directory times and
+/// modes after their contents, so neither a new entry changes a restored
+/// time nor a read-only directory blocks its own files.
 fn restore_symlinks_and_modes(
     manifest: &Manifest,
     target: &Path,
@@ -242,6 +243,16 @@ fn restore_symlinks_and_modes(
     }
     for entry in directories.iter().rev() {
         let full = target.join(&entry.path);
+        // After everything inside is created; a mode change keeps it.
+        if let EntryKind::Directory {
+            modified_ns: Some(modified_ns),
+        } = entry.kind
+        {
+            let directory = std::fs::File::open(&full).map_err(io_error(&full))?;
+            directory
+                .set_modified(modified_time(modified_ns))
+                .map_err(io_error(&full))?;
+        }
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(entry.mode))
             .map_err(io_error(&full))?;
     }

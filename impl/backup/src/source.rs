@@ -33,17 +33,24 @@ impl FileStamp {
     /// The stamp of a file's metadata.
     pub fn of(metadata: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
-        let nanos = |seconds: i64, nanoseconds: i64| {
-            seconds
-                .saturating_mul(1_000_000_000)
-                .saturating_add(nanoseconds)
-        };
         Self {
-            modified_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            modified_ns: modified_ns(metadata),
             changed_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
             inode: metadata.ino(),
         }
     }
+}
+
+/// Last modification, nanoseconds since the Unix epoch.
+pub fn modified_ns(metadata: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    nanos(metadata.mtime(), metadata.mtime_nsec())
+}
+
+fn nanos(seconds: i64, nanoseconds: i64) -> i64 {
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nanoseconds)
 }
 
 /// What an entry of the source is.
@@ -55,8 +62,8 @@ pub enum SourceKind {
         size_bytes: u64,
         stamp: Option<FileStamp>,
     },
-    /// A directory.
-    Directory,
+    /// A directory, with its modification time when the source has one.
+    Directory { modified_ns: Option<i64> },
     /// A symbolic link: its target text, never followed.
     Symlink { target: String },
     /// A FIFO, socket or device: never backed up, by design.
@@ -153,7 +160,7 @@ impl Source for MemorySource {
                         size_bytes: bytes.len() as u64,
                         stamp: None,
                     },
-                    MemoryEntry::Directory => SourceKind::Directory,
+                    MemoryEntry::Directory => SourceKind::Directory { modified_ns: None },
                     MemoryEntry::Symlink(target) => SourceKind::Symlink {
                         target: target.clone(),
                     },
@@ -296,7 +303,7 @@ fn list_dir(job: &DirJob) -> (Vec<SourceEntry>, Vec<DirJob>) {
         // `DirEntry::metadata` is an lstat relative to the open
         // directory: no walk of the whole path per file.
         let entry = describe(child.metadata(), &child, relative);
-        if entry.kind == SourceKind::Directory {
+        if matches!(entry.kind, SourceKind::Directory { .. }) {
             subdirs.push(DirJob {
                 dir: child.path(),
                 prefix: entry.path.clone(),
@@ -322,7 +329,7 @@ fn assemble(mut listed: HashMap<String, Vec<SourceEntry>>) -> Vec<SourceEntry> {
             continue;
         };
         let children = match entry.kind {
-            SourceKind::Directory => listed.remove(&entry.path),
+            SourceKind::Directory { .. } => listed.remove(&entry.path),
             _ => None,
         };
         out.push(entry);
@@ -369,7 +376,9 @@ fn describe(
             stamp: Some(FileStamp::of(&metadata)),
         }
     } else if file_type.is_dir() {
-        SourceKind::Directory
+        SourceKind::Directory {
+            modified_ns: Some(modified_ns(&metadata)),
+        }
     } else if file_type.is_symlink() {
         match std::fs::read_link(child.path()) {
             Ok(target) => match target.to_str() {

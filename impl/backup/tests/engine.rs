@@ -691,7 +691,7 @@ fn snapshot_prefixes_resolve_uniquely() {
     assert_eq!(found.unwrap(), report.snapshot);
     let missing = pollster::block_on(backup::client::find_snapshot(&repository, "zz")).unwrap_err();
     assert!(matches!(missing, ServiceError::SnapshotNotFound { .. }));
-    let _ = SourceKind::Directory;
+    let _ = SourceKind::Directory { modified_ns: None };
 }
 
 #[test]
