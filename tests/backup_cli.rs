@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -239,6 +239,14 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         .open(source.join("d1/e1/f1.bin"))
         .unwrap();
     file.set_modified(old_time).unwrap();
+    // Owners come back when restoring as root (numeric ids need no user).
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        for path in ["d1/e1/f1.bin", "d1", "link-to-f0"] {
+            std::os::unix::fs::lchown(source.join(path), Some(1234), Some(5678)).unwrap();
+        }
+    }
     let dated = backup(&source, &repo);
     let dated_target = scratch.path().join("restored-dated");
     let output = restore(&snapshot_id(&dated), &dated_target, &repo);
@@ -253,6 +261,27 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
     }
     let restored_time = fs::metadata(dated_target.join("d1/e1/f1.bin")).unwrap();
     assert_eq!(restored_time.modified().unwrap(), old_time);
+    for path in expected.keys() {
+        let owner = |root: &Path| {
+            let metadata = fs::symlink_metadata(root.join(path)).unwrap();
+            (metadata.uid(), metadata.gid())
+        };
+        if as_root {
+            assert_eq!(owner(&dated_target), owner(&source), "{path}");
+        } else {
+            // SAFETY: as above.
+            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            assert_eq!(
+                owner(&dated_target),
+                (uid, gid),
+                "{path}: the restorer's own"
+            );
+        }
+    }
+    if as_root {
+        let chowned = fs::symlink_metadata(dated_target.join("link-to-f0")).unwrap();
+        assert_eq!((chowned.uid(), chowned.gid()), (1234, 5678));
+    }
 
     let listed = json_ok(&[
         "snapshots".as_ref(),

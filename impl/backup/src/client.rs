@@ -480,6 +480,7 @@ impl BatchReader<'_> {
                 let manifest_entry = Entry {
                     path: entry.path,
                     mode: entry.mode,
+                    owner: entry.owner,
                     kind,
                 };
                 self.current_file = Some((manifest_entry, Vec::new(), 0));
@@ -551,6 +552,7 @@ impl BatchReader<'_> {
         self.entries.push(Entry {
             path: entry.path,
             mode: entry.mode,
+            owner: entry.owner,
             kind,
         });
     }
@@ -710,8 +712,14 @@ fn unchanged_candidates(entries: &[SourceEntry], parent: &Manifest) -> HashMap<S
                 stamp: Some(*stamp),
             };
             let path = entry.path.clone();
-            let mode = entry.mode;
-            candidates.insert(path.clone(), Entry { path, mode, kind });
+            let (mode, owner) = (entry.mode, entry.owner);
+            let reused = Entry {
+                path: path.clone(),
+                mode,
+                owner,
+                kind,
+            };
+            candidates.insert(path, reused);
         }
     }
     candidates

@@ -7,7 +7,8 @@
 //! refuses anything that could write outside the restore target.
 //!
 //! A file's stamp and a directory's `modified_ns` carry modification times,
-//! which restore sets. Not yet: owners, extended attributes and hard links (each link is
+//! and an entry's `owner` its user and group, which restore sets. Not yet:
+//! extended attributes and hard links (each link is
 //! stored as its own file; dedup keeps that cheap). Each needs a field here
 //! and a step in restore; none is needed for byte-identical contents.
 
@@ -65,9 +66,22 @@ pub struct Entry {
     pub path: String,
     /// Unix permission bits (`0o7777` at most).
     pub mode: u32,
+    /// The owning user and group, when the source has them (absent: not
+    /// written, so such manifests keep their old form and id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     /// File, directory or symlink.
     #[serde(flatten)]
     pub kind: EntryKind,
+}
+
+/// Numeric user and group ids. Restore sets them only when it runs as root
+/// (anyone else may only give files away to themselves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The stored form of an [`Entry`], every kind's fields side by side.
@@ -76,6 +90,7 @@ pub struct Entry {
 struct EntryWire {
     path: String,
     mode: u32,
+    owner: Option<Owner>,
     kind: KindTag,
     size_bytes: Option<u64>,
     chunks: Option<Vec<Fingerprint>>,
@@ -99,6 +114,7 @@ impl TryFrom<EntryWire> for Entry {
         let EntryWire {
             path,
             mode,
+            owner,
             kind,
             size_bytes,
             chunks,
@@ -158,7 +174,12 @@ impl TryFrom<EntryWire> for Entry {
                 }
             }
         };
-        Ok(Entry { path, mode, kind })
+        Ok(Entry {
+            path,
+            mode,
+            owner,
+            kind,
+        })
     }
 }
 
@@ -328,6 +349,7 @@ mod tests {
             .map(|(path, kind)| Entry {
                 path: path.to_string(),
                 mode: 0o644,
+                owner: None,
                 kind,
             })
             .collect();
@@ -431,10 +453,11 @@ mod tests {
             }
         );
         assert_eq!(String::from_utf8(manifest.to_json()).unwrap(), stored);
-        // A directory's time, when recorded, reads and writes back too.
+        // A directory's time and an owner, when recorded, read and write
+        // back too.
         let dated = stored.replace(
-            r#""kind":"directory"}"#,
-            r#""kind":"directory","modified_ns":-5}"#,
+            r#""mode":493,"kind":"directory"}"#,
+            r#""mode":493,"owner":{"uid":1,"gid":2},"kind":"directory","modified_ns":-5}"#,
         );
         let manifest: Manifest = serde_json::from_str(&dated).unwrap();
         let modified_ns = Some(-5);
@@ -442,6 +465,8 @@ mod tests {
             manifest.entries[0].kind,
             EntryKind::Directory { modified_ns }
         );
+        let owner = Some(Owner { uid: 1, gid: 2 });
+        assert_eq!(manifest.entries[0].owner, owner);
         assert_eq!(String::from_utf8(manifest.to_json()).unwrap(), dated);
     }
 
@@ -477,7 +502,7 @@ mod tests {
         );
         let error = parse(r#"{"path":"f","mode":420,"kind":"fifo"}"#);
         assert!(error.contains("unknown variant `fifo`"), "{error}");
-        let error = parse(r#"{"path":"f","mode":420,"kind":"directory","owner":0}"#);
-        assert!(error.contains("unknown field `owner`"), "{error}");
+        let error = parse(r#"{"path":"f","mode":420,"kind":"directory","xattrs":0}"#);
+        assert!(error.contains("unknown field `xattrs`"), "{error}");
     }
 }

@@ -788,6 +788,7 @@ mod tests {
             .map(|index| SourceEntry {
                 path: format!("f{index}"),
                 mode: 0o644,
+                owner: None,
                 kind: SourceKind::Directory { modified_ns: None },
             })
             .collect();

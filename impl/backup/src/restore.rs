@@ -1,6 +1,7 @@
 //! Restore: a snapshot back into a directory, byte-identical, or not at all.
 //! Files and directories get back their permission bits and, when the
-//! snapshot recorded it, their modification time.
+//! snapshot recorded them, their modification time and (restoring as root)
+//! their owner; symlinks their owner.
 //!
 //! The manifest is untrusted input. Every path is validated before the first
 //! byte is written ([`Manifest::validate`]: no absolute path, no `..`, nothing
@@ -139,6 +140,7 @@ pub async fn restore<S: BackupService>(
     let mut stats = RestoreStats::default();
     let mut directories = Vec::new();
     let mut unrestored = Vec::new();
+    let as_root = restoring_as_root();
     for entry in &manifest.entries {
         let full = target.join(&entry.path);
         match &entry.kind {
@@ -187,6 +189,11 @@ pub async fn restore<S: BackupService>(
                 let file = writer
                     .into_inner()
                     .map_err(|error| io_error(&full)(error.into_error()))?;
+                // Ownership first: a change of owner clears set-id bits.
+                if let (Some(owner), true) = (entry.owner, as_root) {
+                    std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
+                        .map_err(io_error(&full))?;
+                }
                 file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
                     .map_err(io_error(&full))?;
                 if let EntryKind::File {
@@ -201,11 +208,18 @@ pub async fn restore<S: BackupService>(
             EntryKind::Symlink { .. } => {}
         }
     }
-    restore_symlinks_and_modes(&manifest, target, &directories, &mut stats)?;
+    restore_symlinks_and_modes(&manifest, target, &directories, as_root, &mut stats)?;
     if !unrestored.is_empty() {
         return Err(RestoreError::Incomplete { stats, unrestored });
     }
     Ok(stats)
+}
+
+/// Owners are restored only by root: anyone else may not give files away,
+/// and gets them as their own, as `cp` and `tar` do.
+fn restoring_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The time `modified_ns` nanoseconds from the Unix epoch (before it when
@@ -226,6 +240,7 @@ fn restore_symlinks_and_modes(
     manifest: &Manifest,
     target: &Path,
     directories: &[&Entry],
+    as_root: bool,
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
     for entry in &manifest.entries {
@@ -238,11 +253,19 @@ fn restore_symlinks_and_modes(
                 std::fs::create_dir_all(parent).map_err(io_error(parent))?;
             }
             std::os::unix::fs::symlink(link_target, &full).map_err(io_error(&full))?;
+            if let (Some(owner), true) = (entry.owner, as_root) {
+                std::os::unix::fs::lchown(&full, Some(owner.uid), Some(owner.gid))
+                    .map_err(io_error(&full))?;
+            }
             stats.symlinks += 1;
         }
     }
     for entry in directories.iter().rev() {
         let full = target.join(&entry.path);
+        if let (Some(owner), true) = (entry.owner, as_root) {
+            std::os::unix::fs::chown(&full, Some(owner.uid), Some(owner.gid))
+                .map_err(io_error(&full))?;
+        }
         // After everything inside is created; a mode change keeps it.
         if let EntryKind::Directory {
             modified_ns: Some(modified_ns),

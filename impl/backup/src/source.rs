@@ -12,6 +12,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
+use crate::manifest::Owner;
+
 /// What the file system says about a file's last change, as listed. Equal
 /// stamps (and sizes) across two backups mean the file is taken as unchanged
 /// and its chunks are reused without reading it, as restic and borg do.
@@ -80,6 +82,8 @@ pub struct SourceEntry {
     pub path: String,
     /// Unix permission bits.
     pub mode: u32,
+    /// The owning user and group, when the source has them.
+    pub owner: Option<Owner>,
     /// What it is.
     pub kind: SourceKind,
 }
@@ -154,6 +158,7 @@ impl Source for MemorySource {
             .map(|(path, (mode, entry))| SourceEntry {
                 path: path.clone(),
                 mode: *mode,
+                owner: None,
                 kind: match entry {
                     // An in-memory tree has no clock: no stamp, never reused.
                     MemoryEntry::File(bytes) => SourceKind::File {
@@ -265,6 +270,7 @@ fn list_dir(job: &DirJob) -> (Vec<SourceEntry>, Vec<DirJob>) {
     let skipped = |reason: String| SourceEntry {
         path: prefix.to_string(),
         mode: 0,
+        owner: None,
         kind: SourceKind::Skipped { reason },
     };
     let read_dir = match std::fs::read_dir(&job.dir) {
@@ -291,6 +297,7 @@ fn list_dir(job: &DirJob) -> (Vec<SourceEntry>, Vec<DirJob>) {
             None => out.push(SourceEntry {
                 path: relative,
                 mode: 0,
+                owner: None,
                 kind: SourceKind::Skipped {
                     reason: "file name is not UTF-8".to_string(),
                 },
@@ -356,7 +363,7 @@ fn describe(
     child: &std::fs::DirEntry,
     path: String,
 ) -> SourceEntry {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(error) => {
@@ -364,6 +371,7 @@ fn describe(
             return SourceEntry {
                 path,
                 mode: 0,
+                owner: None,
                 kind: SourceKind::Skipped { reason },
             };
         }
@@ -399,7 +407,16 @@ fn describe(
             reason: format!("special file ({what}) not backed up"),
         }
     };
-    SourceEntry { path, mode, kind }
+    let owner = Some(Owner {
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+    });
+    SourceEntry {
+        path,
+        mode,
+        owner,
+        kind,
+    }
 }
 
 impl Source for FsSource {

@@ -491,6 +491,7 @@ fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
     let file = |path: &str| Entry {
         path: path.into(),
         mode: 0o644,
+        owner: None,
         kind: EntryKind::File {
             size_bytes: 0,
             chunks: vec![],
@@ -500,6 +501,7 @@ fn unsafe_manifest_paths_are_refused_before_anything_is_written() {
     let link = |path: &str, target: &str| Entry {
         path: path.into(),
         mode: 0o777,
+        owner: None,
         kind: EntryKind::Symlink {
             target: target.into(),
         },
