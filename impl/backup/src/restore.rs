@@ -150,60 +150,10 @@ pub async fn restore<S: BackupService>(
                 stats.directories += 1;
             }
             EntryKind::File { .. } => {
-                if let Some(parent) = full.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+                match restore_file(service, entry, &full, as_root, &mut stats).await? {
+                    Some(left_out) => unrestored.push(left_out),
+                    None => stats.files += 1,
                 }
-                let file = std::fs::File::create(&full).map_err(io_error(&full))?;
-                let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
-                let written = write_file(service, entry, &mut writer, &mut stats).await;
-                let (chunk, problem) = match written {
-                    Ok(()) => (None, None),
-                    Err(RestoreError::BadChunk { chunk, problem, .. }) => {
-                        (Some(chunk), Some(problem))
-                    }
-                    Err(RestoreError::SizeMismatch {
-                        expected_bytes,
-                        found_bytes,
-                        ..
-                    }) => {
-                        let problem = format!(
-                            "its chunks hold {found_bytes} bytes, the manifest says \
-                             {expected_bytes}"
-                        );
-                        (None, Some(problem))
-                    }
-                    Err(other) => return Err(other),
-                };
-                if let Some(problem) = problem {
-                    // No file under this name rather than wrong bytes.
-                    drop(writer);
-                    std::fs::remove_file(&full).map_err(io_error(&full))?;
-                    let path = entry.path.clone();
-                    unrestored.push(UnrestoredFile {
-                        path,
-                        chunk,
-                        problem,
-                    });
-                    continue;
-                }
-                let file = writer
-                    .into_inner()
-                    .map_err(|error| io_error(&full)(error.into_error()))?;
-                // Ownership first: a change of owner clears set-id bits.
-                if let (Some(owner), true) = (entry.owner, as_root) {
-                    std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
-                        .map_err(io_error(&full))?;
-                }
-                file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
-                    .map_err(io_error(&full))?;
-                if let EntryKind::File {
-                    stamp: Some(stamp), ..
-                } = &entry.kind
-                {
-                    file.set_modified(modified_time(stamp.modified_ns))
-                        .map_err(io_error(&full))?;
-                }
-                stats.files += 1;
             }
             EntryKind::Symlink { .. } => {}
         }
@@ -213,6 +163,67 @@ pub async fn restore<S: BackupService>(
         return Err(RestoreError::Incomplete { stats, unrestored });
     }
     Ok(stats)
+}
+
+/// Writes one file entry at `full`, then its owner, mode and time. A file
+/// whose chunks cannot be fetched intact is removed again and returned as
+/// left out.
+async fn restore_file<S: BackupService>(
+    service: &S,
+    entry: &Entry,
+    full: &Path,
+    as_root: bool,
+    stats: &mut RestoreStats,
+) -> Result<Option<UnrestoredFile>, RestoreError> {
+    if let Some(parent) = full.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    let file = std::fs::File::create(full).map_err(io_error(full))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = write_file(service, entry, &mut writer, stats).await;
+    let (chunk, problem) = match written {
+        Ok(()) => (None, None),
+        Err(RestoreError::BadChunk { chunk, problem, .. }) => (Some(chunk), Some(problem)),
+        Err(RestoreError::SizeMismatch {
+            expected_bytes,
+            found_bytes,
+            ..
+        }) => {
+            let problem =
+                format!("its chunks hold {found_bytes} bytes, the manifest says {expected_bytes}");
+            (None, Some(problem))
+        }
+        Err(other) => return Err(other),
+    };
+    if let Some(problem) = problem {
+        // No file under this name rather than wrong bytes.
+        drop(writer);
+        std::fs::remove_file(full).map_err(io_error(full))?;
+        let path = entry.path.clone();
+        return Ok(Some(UnrestoredFile {
+            path,
+            chunk,
+            problem,
+        }));
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|error| io_error(full)(error.into_error()))?;
+    // Ownership first: a change of owner clears set-id bits.
+    if let (Some(owner), true) = (entry.owner, as_root) {
+        std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
+            .map_err(io_error(full))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+        .map_err(io_error(full))?;
+    if let EntryKind::File {
+        stamp: Some(stamp), ..
+    } = &entry.kind
+    {
+        file.set_modified(modified_time(stamp.modified_ns))
+            .map_err(io_error(full))?;
+    }
+    Ok(None)
 }
 
 /// Owners are restored only by root: anyone else may not give files away,
