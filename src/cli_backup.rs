@@ -443,7 +443,8 @@ fn backup_source(
     let stats = report.stats;
     let total_bytes = stats.bytes_total();
     for skipped in &stats.skipped {
-        tracing::warn!(path = %skipped.path, reason = %skipped.reason, "entry skipped");
+        // The summary lists them (and an unreadable one sets exit 3).
+        tracing::info!(path = %skipped.path, reason = %skipped.reason, "entry skipped");
     }
     Ok(BackupSummary {
         snapshot_id: report.snapshot.0,
@@ -471,7 +472,7 @@ fn backup_source(
 
 fn print_backup(summary: &BackupSummary) {
     let dedup = match summary.dedup_ratio {
-        Some(ratio) => format!("{ratio:.2}x"),
+        Some(ratio) => format!("{ratio:.2}x (bytes backed up per byte newly stored)"),
         None => "nothing new stored".to_string(),
     };
     println!("snapshot     {}", summary.snapshot_id);
@@ -544,10 +545,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
         }
         Err(error) => {
             return Err(error).with_context(|| {
-                format!(
-                    "finding snapshot {:?} (`crosscheck snapshots` lists them)",
-                    args.snapshot
-                )
+                format!("finding snapshot {:?}", args.snapshot)
             });
         }
     };

@@ -220,7 +220,8 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
 
     let id = snapshot_id(&first);
     let target = scratch.path().join("restored");
-    let output = restore(&id[..8], &target, &repo);
+    // A prefix is matched case-insensitively (ids are lowercase hex).
+    let output = restore(&id[..8].to_uppercase(), &target, &repo);
     assert!(
         output.status.success(),
         "{}",

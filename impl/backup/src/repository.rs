@@ -132,7 +132,9 @@ impl ManifestStore {
     /// is the error).
     pub fn resolve(&self, prefix: &str) -> ServiceResult<SnapshotId> {
         let mut matching = self.ids()?;
-        matching.retain(|id| !prefix.is_empty() && id.0.starts_with(prefix));
+        // Ids are lowercase hex; a prefix copied in capitals still matches.
+        let lowercase = prefix.to_ascii_lowercase();
+        matching.retain(|id| !prefix.is_empty() && id.0.starts_with(&lowercase));
         match matching.as_slice() {
             [] => Err(ServiceError::SnapshotNotFound {
                 id: prefix.to_string(),
