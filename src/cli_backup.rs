@@ -544,9 +544,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
             return Ok(Verdict::SafetyViolation);
         }
         Err(error) => {
-            return Err(error).with_context(|| {
-                format!("finding snapshot {:?}", args.snapshot)
-            });
+            return Err(error).with_context(|| format!("finding snapshot {:?}", args.snapshot));
         }
     };
     let bar = ByteBar::spinner("restoring");
@@ -937,6 +935,10 @@ impl Source for ExcludingSource {
 
     fn open_entry(&self, entry: &SourceEntry) -> std::io::Result<Box<dyn std::io::Read + Send>> {
         self.inner.open_entry(entry)
+    }
+
+    fn root_attributes(&self) -> Option<backup::manifest::RootAttributes> {
+        self.inner.root_attributes()
     }
 }
 

@@ -244,10 +244,17 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
     if as_root {
-        for path in ["d1/e1/f1.bin", "d1", "link-to-f0"] {
+        for path in ["d1/e1/f1.bin", "d1", "link-to-f0", ""] {
             std::os::unix::fs::lchown(source.join(path), Some(1234), Some(5678)).unwrap();
         }
     }
+    // The backed-up directory's own mode and time go to the target.
+    fs::set_permissions(&source, fs::Permissions::from_mode(0o750)).unwrap();
+    let root_time = std::time::UNIX_EPOCH + std::time::Duration::new(1_200_000_000, 7);
+    fs::File::open(&source)
+        .unwrap()
+        .set_modified(root_time)
+        .unwrap();
     let dated = backup(&source, &repo);
     let dated_target = scratch.path().join("restored-dated");
     let output = restore(&snapshot_id(&dated), &dated_target, &repo);
@@ -283,6 +290,20 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         let chowned = fs::symlink_metadata(dated_target.join("link-to-f0")).unwrap();
         assert_eq!((chowned.uid(), chowned.gid()), (1234, 5678));
     }
+    let (root, restored_root) = (
+        fs::metadata(&source).unwrap(),
+        fs::metadata(&dated_target).unwrap(),
+    );
+    assert_eq!(restored_root.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(restored_root.modified().unwrap(), root_time);
+    if as_root {
+        assert_eq!((restored_root.uid(), restored_root.gid()), (1234, 5678));
+    }
+    assert_eq!(
+        root.modified().unwrap(),
+        root_time,
+        "the source kept its time"
+    );
 
     let listed = json_ok(&[
         "snapshots".as_ref(),

@@ -259,6 +259,7 @@ pub async fn backup_listed<S: BackupService, C: Clock>(
     progress: &dyn Progress,
 ) -> Result<BackupReport, BackupError> {
     let config = service.config().await?;
+    let root = source.root_attributes();
     let (file_count, size_bytes) = entries
         .iter()
         .fold((0, 0), |(count, bytes), entry| match entry.kind {
@@ -314,6 +315,7 @@ pub async fn backup_listed<S: BackupService, C: Clock>(
         label: options.label.clone(),
         time_unix_ms: options.time_unix_ms,
         entries: manifest_entries,
+        root,
     };
     let snapshot = service.commit_manifest(manifest).await?;
     Ok(BackupReport {

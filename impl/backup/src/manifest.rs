@@ -193,6 +193,24 @@ pub struct Manifest {
     pub time_unix_ms: u64,
     /// Every entry, parents before children.
     pub entries: Vec<Entry>,
+    /// The backed-up directory's own mode, owner and time, which restore
+    /// gives the target (absent for sources without them; then not written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootAttributes>,
+}
+
+/// What a snapshot keeps of the backed-up directory itself (its entries
+/// are the manifest's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootAttributes {
+    /// Unix permission bits (`0o7777` at most).
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Last modification, nanoseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<i64>,
 }
 
 /// A manifest entry restore must refuse, and why.
@@ -357,6 +375,7 @@ mod tests {
             label: "test".to_string(),
             time_unix_ms: 0,
             entries,
+            root: None,
         }
     }
 

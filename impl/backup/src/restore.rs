@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::Fingerprint;
-use crate::manifest::{Entry, EntryKind, Manifest, SnapshotId, UnsafePath};
+use crate::manifest::{Entry, EntryKind, Manifest, RootAttributes, SnapshotId, UnsafePath};
 use crate::service::{BackupService, ChunkProblem, ServiceError};
 
 /// What a restore wrote.
@@ -272,25 +272,42 @@ fn restore_symlinks_and_modes(
         }
     }
     for entry in directories.iter().rev() {
-        let full = target.join(&entry.path);
-        if let (Some(owner), true) = (entry.owner, as_root) {
-            std::os::unix::fs::chown(&full, Some(owner.uid), Some(owner.gid))
-                .map_err(io_error(&full))?;
-        }
-        // After everything inside is created; a mode change keeps it.
-        if let EntryKind::Directory {
-            modified_ns: Some(modified_ns),
-        } = entry.kind
-        {
-            let directory = std::fs::File::open(&full).map_err(io_error(&full))?;
-            directory
-                .set_modified(modified_time(modified_ns))
-                .map_err(io_error(&full))?;
-        }
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(entry.mode))
-            .map_err(io_error(&full))?;
+        let modified_ns = match entry.kind {
+            EntryKind::Directory { modified_ns } => modified_ns,
+            _ => None,
+        };
+        let attributes = RootAttributes {
+            mode: entry.mode,
+            owner: entry.owner,
+            modified_ns,
+        };
+        set_directory_attributes(&target.join(&entry.path), attributes, as_root)?;
+    }
+    // The target is the backed-up directory itself: last, as its parent.
+    if let Some(attributes) = manifest.root {
+        set_directory_attributes(target, attributes, as_root)?;
     }
     Ok(())
+}
+
+/// Owner (as root), then time, then mode of a directory whose contents are
+/// all in place, so no later step changes them.
+fn set_directory_attributes(
+    full: &Path,
+    attributes: RootAttributes,
+    as_root: bool,
+) -> Result<(), RestoreError> {
+    if let (Some(owner), true) = (attributes.owner, as_root) {
+        std::os::unix::fs::chown(full, Some(owner.uid), Some(owner.gid)).map_err(io_error(full))?;
+    }
+    if let Some(modified_ns) = attributes.modified_ns {
+        let directory = std::fs::File::open(full).map_err(io_error(full))?;
+        directory
+            .set_modified(modified_time(modified_ns))
+            .map_err(io_error(full))?;
+    }
+    std::fs::set_permissions(full, std::fs::Permissions::from_mode(attributes.mode))
+        .map_err(io_error(full))
 }
 
 fn prepare_target(target: &Path) -> Result<(), RestoreError> {

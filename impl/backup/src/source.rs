@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-use crate::manifest::Owner;
+use crate::manifest::{Owner, RootAttributes};
 
 /// What the file system says about a file's last change, as listed. Equal
 /// stamps (and sizes) across two backups mean the file is taken as unchanged
@@ -110,6 +110,11 @@ pub trait Source: Send + Sync {
     /// a file from elsewhere under this entry's name.
     fn open_entry(&self, entry: &SourceEntry) -> io::Result<Box<dyn Read + Send>> {
         self.open(&entry.path)
+    }
+    /// The root directory's own mode, owner and time, where the source has
+    /// them.
+    fn root_attributes(&self) -> Option<RootAttributes> {
+        None
     }
 }
 
@@ -441,6 +446,20 @@ impl Source for FsSource {
 
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send>> {
         self.open_checked(path, None)
+    }
+
+    fn root_attributes(&self) -> Option<RootAttributes> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The directory the root names, as the listing read it.
+        let metadata = std::fs::metadata(&self.root).ok()?;
+        Some(RootAttributes {
+            mode: metadata.permissions().mode() & 0o7777,
+            owner: Some(Owner {
+                uid: metadata.uid(),
+                gid: metadata.gid(),
+            }),
+            modified_ns: Some(modified_ns(&metadata)),
+        })
     }
 
     fn open_entry(&self, entry: &SourceEntry) -> io::Result<Box<dyn Read + Send>> {

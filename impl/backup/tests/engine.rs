@@ -481,6 +481,7 @@ fn tampered(entries: Vec<Entry>) -> (tempfile::TempDir, Repository, backup::Snap
         label: "evil".into(),
         time_unix_ms: 0,
         entries,
+        root: None,
     };
     let id = repository.manifests().commit(&manifest).unwrap();
     (repo_dir, repository, id)
