@@ -325,22 +325,21 @@ impl Repository {
 
     fn get_chunk_now(&self, fingerprint: &Fingerprint) -> ServiceResult<Vec<u8>> {
         match self.store.get(fingerprint) {
+            // Recorded, yet in no readable pack: name the unreadable packs,
+            // if any (with none, a pack was lost, and it is just missing).
             Err(ServiceError::ChunkMissing { .. })
-                if self.shard_for(fingerprint).contains(fingerprint) =>
+                if self.shard_for(fingerprint).contains(fingerprint)
+                    && !self.store.damaged_packs().is_empty() =>
             {
                 let damaged = self.store.damaged_packs();
-                let detail = if damaged.is_empty() {
-                    "the index records it but no pack holds it".to_string()
-                } else {
-                    let names: Vec<String> = damaged
-                        .iter()
-                        .map(|pack| format!("{} ({})", pack.path, pack.problem))
-                        .collect();
-                    format!(
-                        "the index records it but its pack is unreadable; damaged packs: {}",
-                        names.join(", ")
-                    )
-                };
+                let names: Vec<String> = damaged
+                    .iter()
+                    .map(|pack| format!("{} ({})", pack.path, pack.problem))
+                    .collect();
+                let detail = format!(
+                    "the index records it but its pack is unreadable; damaged packs: {}",
+                    names.join(", ")
+                );
                 Err(ServiceError::ChunkDamaged {
                     fingerprint: *fingerprint,
                     problem: crate::service::ChunkProblem::Unreadable { detail },
