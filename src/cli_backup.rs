@@ -331,9 +331,9 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<Verdict> {
     let unreadable_count = unreadable.count();
     if unreadable_count > 0 {
         eprintln!(
-            "incomplete: {unreadable_count} entries could not be read and are not in snapshot \
-             {} (listed under skipped); the rest is backed up. Fix their permissions or \
-             names and back up again",
+            "incomplete: {unreadable_count} entries could not be read, so snapshot {} lacks \
+             them (an unreadable directory is kept, empty); each is listed under skipped with \
+             the reason, and the rest is backed up. Back up again once they can be read",
             summary.snapshot_id
         );
         return Ok(Verdict::LivenessViolation);

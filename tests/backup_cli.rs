@@ -240,6 +240,12 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
         .open(source.join("d1/e1/f1.bin"))
         .unwrap();
     file.set_modified(old_time).unwrap();
+    // Past 2262, where an i64 of nanoseconds ends.
+    let far_time = std::time::UNIX_EPOCH + std::time::Duration::new(10_500_000_000, 1);
+    let far = fs::File::options()
+        .write(true)
+        .open(source.join("d0/e0/f0.bin"));
+    far.unwrap().set_modified(far_time).unwrap();
     // Owners come back when restoring as root (numeric ids need no user).
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
@@ -269,6 +275,8 @@ fn backup_restore_round_trip_is_byte_identical_and_rebackup_stores_nothing() {
     }
     let restored_time = fs::metadata(dated_target.join("d1/e1/f1.bin")).unwrap();
     assert_eq!(restored_time.modified().unwrap(), old_time);
+    let restored_far = fs::metadata(dated_target.join("d0/e0/f0.bin")).unwrap();
+    assert_eq!(restored_far.modified().unwrap(), far_time);
     for path in expected.keys() {
         let owner = |root: &Path| {
             let metadata = fs::symlink_metadata(root.join(path)).unwrap();
@@ -875,7 +883,10 @@ fn a_backup_that_could_not_read_an_entry_commits_the_rest_and_exits_3() {
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("incomplete: 1 entries"), "{stderr}");
+    assert!(
+        stderr.contains("incomplete: 1 entries could not be read"),
+        "{stderr}"
+    );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["files"], 1, "{report}");
     let skipped = report["skipped"].as_array().unwrap();

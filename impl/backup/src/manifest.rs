@@ -49,7 +49,7 @@ pub enum EntryKind {
     /// (absent: not written, as for a file's stamp).
     Directory {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        modified_ns: Option<i64>,
+        modified_ns: Option<i128>,
     },
     /// A symbolic link, stored as its target text and never followed.
     Symlink { target: String },
@@ -95,7 +95,7 @@ struct EntryWire {
     size_bytes: Option<u64>,
     chunks: Option<Vec<Fingerprint>>,
     stamp: Option<FileStamp>,
-    modified_ns: Option<i64>,
+    modified_ns: Option<i128>,
     target: Option<String>,
 }
 
@@ -210,7 +210,7 @@ pub struct RootAttributes {
     pub owner: Option<Owner>,
     /// Last modification, nanoseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modified_ns: Option<i64>,
+    pub modified_ns: Option<i128>,
 }
 
 /// A manifest entry restore must refuse, and why.

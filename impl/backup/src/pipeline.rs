@@ -139,7 +139,7 @@ enum EntryEvents {
     Ready(Vec<SourceEvent>),
     /// A file streamed chunk by chunk; `start` is its pending `FileStart`.
     Streaming {
-        start: Option<SourceEntry>,
+        start: Option<Box<SourceEntry>>,
         chunks: ChunkReader<Box<dyn Read + Send>>,
     },
 }
@@ -164,7 +164,7 @@ impl EntryEvents {
         let hint_bytes = usize::try_from(size_bytes).unwrap_or(usize::MAX);
         if hint_bytes > WHOLE_FILE_MAX_BYTES {
             let chunks = ChunkReader::with_size_hint(reader, config, hint_bytes);
-            let start = Some(entry);
+            let start = Some(Box::new(entry));
             return Self::Streaming { start, chunks };
         }
         Self::read_whole(entry, reader, hint_bytes, config)
@@ -190,7 +190,7 @@ impl EntryEvents {
             let rest = std::io::Cursor::new(bytes).chain(reader.into_inner());
             let chunks =
                 ChunkReader::with_size_hint(Box::new(rest) as Box<dyn Read + Send>, config, 0);
-            let start = Some(entry);
+            let start = Some(Box::new(entry));
             return Self::Streaming { start, chunks };
         }
         let mut group = vec![SourceEvent::FileStart(entry)];
@@ -211,7 +211,7 @@ impl EntryEvents {
                     start: None,
                     chunks,
                 };
-                Some(Step::Group(vec![SourceEvent::FileStart(entry)]))
+                Some(Step::Group(vec![SourceEvent::FileStart(*entry)]))
             }
             Self::Streaming {
                 start: None,

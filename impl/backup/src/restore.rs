@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::Fingerprint;
-use crate::manifest::{Entry, EntryKind, Manifest, RootAttributes, SnapshotId, UnsafePath};
+use crate::manifest::{Entry, EntryKind, Manifest, Owner, RootAttributes, SnapshotId, UnsafePath};
 use crate::service::{BackupService, ChunkProblem, ServiceError};
 
 /// What a restore wrote.
@@ -214,14 +214,15 @@ async fn restore_file<S: BackupService>(
         std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
             .map_err(io_error(full))?;
     }
-    file.set_permissions(std::fs::Permissions::from_mode(entry.mode))
+    let mode = mode_to_set(entry.mode, entry.owner, as_root);
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(full))?;
     if let EntryKind::File {
         stamp: Some(stamp), ..
     } = &entry.kind
+        && let Some(time) = modified_time(stamp.modified_ns)
     {
-        file.set_modified(modified_time(stamp.modified_ns))
-            .map_err(io_error(full))?;
+        file.set_modified(time).map_err(io_error(full))?;
     }
     Ok(None)
 }
@@ -234,14 +235,18 @@ fn restoring_as_root() -> bool {
 }
 
 /// The time `modified_ns` nanoseconds from the Unix epoch (before it when
-/// negative).
-fn modified_time(modified_ns: i64) -> std::time::SystemTime {
-    let since_epoch = std::time::Duration::from_nanos(modified_ns.unsigned_abs());
-    if modified_ns >= 0 {
-        std::time::UNIX_EPOCH + since_epoch
+/// negative); `None` past what this system's clock type holds (only a
+/// tampered manifest goes there: a file system's times all fit).
+fn modified_time(modified_ns: i128) -> Option<std::time::SystemTime> {
+    let seconds = modified_ns.div_euclid(1_000_000_000);
+    let nanoseconds = u32::try_from(modified_ns.rem_euclid(1_000_000_000)).ok()?;
+    let whole = std::time::Duration::from_secs(u64::try_from(seconds.unsigned_abs()).ok()?);
+    let epoch_second = if seconds >= 0 {
+        std::time::UNIX_EPOCH.checked_add(whole)?
     } else {
-        std::time::UNIX_EPOCH - since_epoch
-    }
+        std::time::UNIX_EPOCH.checked_sub(whole)?
+    };
+    epoch_second.checked_add(std::time::Duration::new(0, nanoseconds))
 }
 
 /// Symlinks last, so no write can pass through one; directory times and
@@ -284,10 +289,34 @@ fn restore_symlinks_and_modes(
         set_directory_attributes(&target.join(&entry.path), attributes, as_root)?;
     }
     // The target is the backed-up directory itself: last, as its parent.
+    // Only its owner may change its mode and time: a user restoring into
+    // someone else's directory (a shared, writable one) leaves them be.
     if let Some(attributes) = manifest.root {
-        set_directory_attributes(target, attributes, as_root)?;
+        use std::os::unix::fs::MetadataExt;
+        let target_uid = std::fs::metadata(target).map_err(io_error(target))?.uid();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if as_root || target_uid == unsafe { libc::geteuid() } {
+            set_directory_attributes(target, attributes, as_root)?;
+        } else {
+            tracing::warn!(
+                target = %target.display(),
+                "the restore target belongs to another user: its mode and time are left as \
+                 they are"
+            );
+        }
     }
     Ok(())
+}
+
+/// An entry's mode, less its set-user-id and set-group-id bits when its
+/// owner is not kept (a restore by someone other than root, of another
+/// user's file), as `cp` and `tar` do: otherwise the restoring user would
+/// get set-id programs of their own.
+fn mode_to_set(mode: u32, owner: Option<Owner>, as_root: bool) -> u32 {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let kept = as_root || owner.is_none_or(|owner| owner.uid == uid && owner.gid == gid);
+    if kept { mode } else { mode & !0o6000 }
 }
 
 /// Owner (as root), then time, then mode of a directory whose contents are
@@ -300,14 +329,12 @@ fn set_directory_attributes(
     if let (Some(owner), true) = (attributes.owner, as_root) {
         std::os::unix::fs::chown(full, Some(owner.uid), Some(owner.gid)).map_err(io_error(full))?;
     }
-    if let Some(modified_ns) = attributes.modified_ns {
+    if let Some(time) = attributes.modified_ns.and_then(modified_time) {
         let directory = std::fs::File::open(full).map_err(io_error(full))?;
-        directory
-            .set_modified(modified_time(modified_ns))
-            .map_err(io_error(full))?;
+        directory.set_modified(time).map_err(io_error(full))?;
     }
-    std::fs::set_permissions(full, std::fs::Permissions::from_mode(attributes.mode))
-        .map_err(io_error(full))
+    let mode = mode_to_set(attributes.mode, attributes.owner, as_root);
+    std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode)).map_err(io_error(full))
 }
 
 fn prepare_target(target: &Path) -> Result<(), RestoreError> {
@@ -385,4 +412,40 @@ pub async fn write_file<S: BackupService, W: Write>(
     }
     stats.bytes_written += written_bytes;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set-id bits survive only where the owner does: restoring as root,
+    /// or a file already the restoring user's, or one with no recorded
+    /// owner.
+    #[test]
+    fn set_id_bits_are_dropped_when_the_owner_is_not_kept() {
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let own = Some(Owner { uid, gid });
+        let other = Some(Owner {
+            uid: uid.wrapping_add(1),
+            gid,
+        });
+        assert_eq!(mode_to_set(0o6755, other, true), 0o6755);
+        assert_eq!(mode_to_set(0o6755, other, false), 0o755);
+        assert_eq!(mode_to_set(0o4750, own, false), 0o4750);
+        assert_eq!(mode_to_set(0o2775, None, false), 0o2775);
+    }
+
+    /// Times before 1970 and after 2262 (where an i64 of nanoseconds ends)
+    /// convert exactly; ones no clock holds are refused, not wrapped.
+    #[test]
+    fn modification_times_convert_exactly_or_not_at_all() {
+        let epoch = std::time::UNIX_EPOCH;
+        let far = 10_500_000_000_i128 * 1_000_000_000 + 1;
+        let expected = epoch + std::time::Duration::new(10_500_000_000, 1);
+        assert_eq!(modified_time(far), Some(expected));
+        let before = epoch - std::time::Duration::new(1, 0) + std::time::Duration::new(0, 5);
+        assert_eq!(modified_time(-999_999_995), Some(before));
+        assert_eq!(modified_time(i128::MAX), None);
+    }
 }

@@ -24,9 +24,9 @@ use crate::manifest::{Owner, RootAttributes};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     /// Last modification, nanoseconds since the Unix epoch.
-    pub modified_ns: i64,
+    pub modified_ns: i128,
     /// Last status change, nanoseconds since the Unix epoch.
-    pub changed_ns: i64,
+    pub changed_ns: i128,
     /// The inode number.
     pub inode: u64,
 }
@@ -44,15 +44,15 @@ impl FileStamp {
 }
 
 /// Last modification, nanoseconds since the Unix epoch.
-pub fn modified_ns(metadata: &std::fs::Metadata) -> i64 {
+pub fn modified_ns(metadata: &std::fs::Metadata) -> i128 {
     use std::os::unix::fs::MetadataExt;
     nanos(metadata.mtime(), metadata.mtime_nsec())
 }
 
-fn nanos(seconds: i64, nanoseconds: i64) -> i64 {
-    seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(nanoseconds)
+/// Exact for any time a file system stores (an `i64` of nanoseconds ends in
+/// 2262).
+fn nanos(seconds: i64, nanoseconds: i64) -> i128 {
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)
 }
 
 /// What an entry of the source is.
@@ -65,7 +65,7 @@ pub enum SourceKind {
         stamp: Option<FileStamp>,
     },
     /// A directory, with its modification time when the source has one.
-    Directory { modified_ns: Option<i64> },
+    Directory { modified_ns: Option<i128> },
     /// A symbolic link: its target text, never followed.
     Symlink { target: String },
     /// A FIFO, socket or device: never backed up, by design.
