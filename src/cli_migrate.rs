@@ -47,6 +47,7 @@ pub struct MigrateArgs {
     /// Where the coordinator records its phase [default: Y's path + `.migration.json`].
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
@@ -64,6 +65,7 @@ pub struct BenchMigrationArgs {
     /// Directory for the databases [default: a temporary directory, removed afterwards].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }

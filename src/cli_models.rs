@@ -23,7 +23,8 @@ use crate::verify::Row;
 pub struct CheckArgs {
     /// The model: `migration` or `dedup`.
     pub model: String,
-    /// The variant (each model lists its own; the first is the default).
+    /// The variant: for `migration`, naive (the default) or fixed; for
+    /// `dedup`, naive (the default), optimistic or pessimistic.
     #[arg(long)]
     pub variant: Option<String>,
     /// A model parameter, NAME=VALUE; repeat for several.
@@ -32,15 +33,20 @@ pub struct CheckArgs {
     /// Skip the TLC half (stateright only).
     #[arg(long)]
     pub no_tlc: bool,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ExploreArgs {
+    /// The model: `migration` or `dedup`.
     pub model: String,
+    /// The variant: for `migration`, naive (the default) or fixed; for
+    /// `dedup`, naive (the default), optimistic or pessimistic.
     #[arg(long)]
     pub variant: Option<String>,
+    /// A model parameter, NAME=VALUE; repeat for several.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
     /// The address to serve on (loopback by default).
@@ -50,11 +56,16 @@ pub struct ExploreArgs {
 
 #[derive(Debug, Args)]
 pub struct TlcArgs {
+    /// The model: `migration` or `dedup`.
     pub model: String,
+    /// The variant: for `migration`, naive (the default) or fixed; for
+    /// `dedup`, naive (the default), optimistic or pessimistic.
     #[arg(long)]
     pub variant: Option<String>,
+    /// A model parameter, NAME=VALUE; repeat for several.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
@@ -67,6 +78,7 @@ pub struct BenchModelsArgs {
     /// Benchmark only this model (default: every configuration in the list).
     #[arg(long)]
     pub model: Option<String>,
+    /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
