@@ -849,9 +849,10 @@ fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Res
         "a first backup and a re-backup at least"
     );
     let name = |what: &str| format!("{who}: {what}");
-    let throughput = |run: &TimedRun| mib_per_s(run.tree_bytes, run.wall.as_secs_f64());
-    let cpu_per_gib =
-        |run: &TimedRun| run.cpu_seconds / (run.tree_bytes.max(1) as f64 / (1u64 << 30) as f64);
+    let throughput = |run: &TimedRun| Some(mib_per_s(run.tree_bytes, run.wall.as_secs_f64()));
+    let cpu_per_gib = |run: &TimedRun| {
+        Some(run.cpu_seconds / (run.tree_bytes.max(1) as f64 / (1u64 << 30) as f64))
+    };
     // The first run of a round, or its last (the unchanged re-backup).
     fn pick(runs: &[TimedRun], again: bool) -> &TimedRun {
         if again {
@@ -860,9 +861,10 @@ fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Res
             &runs[0]
         }
     }
-    type Figure = dyn Fn(&TimedRun) -> f64;
+    // A figure a contender does not report is `None`, and its row left out.
+    type Figure = dyn Fn(&TimedRun) -> Option<f64>;
     // Near 100%, the pack writes (the disk) set the pace.
-    let pack_write_share = |run: &TimedRun| 100.0 * run.pack_write_share.unwrap_or(f64::NAN);
+    let pack_write_share = |run: &TimedRun| run.pack_write_share.map(|share| 100.0 * share);
     let rows: [(&str, bool, &Figure, &'static str); 5] = [
         ("first backup", false, &throughput, "MiB/s"),
         ("first backup CPU time", false, &cpu_per_gib, "s/GiB"),
@@ -876,14 +878,14 @@ fn report_rounds(report: &mut Report, who: &str, rounds: &Rounds) -> anyhow::Res
         ("re-backup CPU time", true, &cpu_per_gib, "s/GiB"),
     ];
     for (what, again, figure, unit) in rows {
-        if figure(pick(first_round, again)).is_nan() {
-            continue;
-        }
-        let values: Vec<f64> = rounds
+        let values: Option<Vec<f64>> = rounds
             .runs
             .iter()
             .map(|runs| figure(pick(runs, again)))
             .collect();
+        let Some(values) = values else {
+            continue;
+        };
         let listed: Vec<String> = values.iter().map(|value| format!("{value:.1}")).collect();
         let command = format!(
             "{} [median of {} rounds: {}]",

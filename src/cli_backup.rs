@@ -556,18 +556,16 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
         Err(error @ (RestoreError::TargetNotEmpty { .. } | RestoreError::Io { .. })) => {
             return Err(error).context(format!("restoring snapshot {id}"));
         }
-        Err(error @ RestoreError::Incomplete { .. }) => {
-            // Damaged files were left out; the rest was restored.
-            eprintln!("error: restoring snapshot {id}: {error}");
-            let RestoreError::Incomplete { stats, unrestored } = error else {
-                unreachable!("matched above")
-            };
-            (stats, unrestored, Verdict::SafetyViolation)
-        }
+        // The repository's content is at fault: damaged or unsafe.
         Err(error) => {
-            // The repository's content is at fault: damaged or unsafe.
             eprintln!("error: restoring snapshot {id}: {error}");
-            return Ok(Verdict::SafetyViolation);
+            match error {
+                // Damaged files were left out; the rest was restored.
+                RestoreError::Incomplete { stats, unrestored } => {
+                    (stats, unrestored, Verdict::SafetyViolation)
+                }
+                _ => return Ok(Verdict::SafetyViolation),
+            }
         }
     };
     let seconds = started.elapsed().as_secs_f64();

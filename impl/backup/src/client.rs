@@ -713,15 +713,13 @@ fn unchanged_candidates(entries: &[SourceEntry], parent: &Manifest) -> HashMap<S
                 chunks: (*chunks).clone(),
                 stamp: Some(*stamp),
             };
-            let path = entry.path.clone();
-            let (mode, owner) = (entry.mode, entry.owner);
             let reused = Entry {
-                path: path.clone(),
-                mode,
-                owner,
+                path: entry.path.clone(),
+                mode: entry.mode,
+                owner: entry.owner,
                 kind,
             };
-            candidates.insert(path, reused);
+            candidates.insert(entry.path.clone(), reused);
         }
     }
     candidates

@@ -327,11 +327,13 @@ impl Repository {
         match self.store.get(fingerprint) {
             // Recorded, yet in no readable pack: name the unreadable packs,
             // if any (with none, a pack was lost, and it is just missing).
-            Err(ServiceError::ChunkMissing { .. })
-                if self.shard_for(fingerprint).contains(fingerprint)
-                    && !self.store.damaged_packs().is_empty() =>
+            Err(missing @ ServiceError::ChunkMissing { .. })
+                if self.shard_for(fingerprint).contains(fingerprint) =>
             {
                 let damaged = self.store.damaged_packs();
+                if damaged.is_empty() {
+                    return Err(missing);
+                }
                 let names: Vec<String> = damaged
                     .iter()
                     .map(|pack| format!("{} ({})", pack.path, pack.problem))

@@ -140,7 +140,7 @@ pub async fn restore<S: BackupService>(
     let mut stats = RestoreStats::default();
     let mut directories = Vec::new();
     let mut unrestored = Vec::new();
-    let as_root = restoring_as_root();
+    let restorer = Restorer::current();
     for entry in &manifest.entries {
         let full = target.join(&entry.path);
         match &entry.kind {
@@ -150,7 +150,7 @@ pub async fn restore<S: BackupService>(
                 stats.directories += 1;
             }
             EntryKind::File { .. } => {
-                match restore_file(service, entry, &full, as_root, &mut stats).await? {
+                match restore_file(service, entry, &full, restorer, &mut stats).await? {
                     Some(left_out) => unrestored.push(left_out),
                     None => stats.files += 1,
                 }
@@ -158,7 +158,7 @@ pub async fn restore<S: BackupService>(
             EntryKind::Symlink { .. } => {}
         }
     }
-    restore_symlinks_and_modes(&manifest, target, &directories, as_root, &mut stats)?;
+    restore_symlinks_and_modes(&manifest, target, &directories, restorer, &mut stats)?;
     if !unrestored.is_empty() {
         return Err(RestoreError::Incomplete { stats, unrestored });
     }
@@ -172,7 +172,7 @@ async fn restore_file<S: BackupService>(
     service: &S,
     entry: &Entry,
     full: &Path,
-    as_root: bool,
+    restorer: Restorer,
     stats: &mut RestoreStats,
 ) -> Result<Option<UnrestoredFile>, RestoreError> {
     if let Some(parent) = full.parent() {
@@ -182,8 +182,8 @@ async fn restore_file<S: BackupService>(
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
     let written = write_file(service, entry, &mut writer, stats).await;
     let (chunk, problem) = match written {
-        Ok(()) => (None, None),
-        Err(RestoreError::BadChunk { chunk, problem, .. }) => (Some(chunk), Some(problem)),
+        Ok(()) => return finish_file(writer, entry, full, restorer).map(|()| None),
+        Err(RestoreError::BadChunk { chunk, problem, .. }) => (Some(chunk), problem),
         Err(RestoreError::SizeMismatch {
             expected_bytes,
             found_bytes,
@@ -191,30 +191,37 @@ async fn restore_file<S: BackupService>(
         }) => {
             let problem =
                 format!("its chunks hold {found_bytes} bytes, the manifest says {expected_bytes}");
-            (None, Some(problem))
+            (None, problem)
         }
         Err(other) => return Err(other),
     };
-    if let Some(problem) = problem {
-        // No file under this name rather than wrong bytes.
-        drop(writer);
-        std::fs::remove_file(full).map_err(io_error(full))?;
-        let path = entry.path.clone();
-        return Ok(Some(UnrestoredFile {
-            path,
-            chunk,
-            problem,
-        }));
-    }
+    // No file under this name rather than wrong bytes.
+    drop(writer);
+    std::fs::remove_file(full).map_err(io_error(full))?;
+    let path = entry.path.clone();
+    Ok(Some(UnrestoredFile {
+        path,
+        chunk,
+        problem,
+    }))
+}
+
+/// Flushes a fully written file, then sets its owner, mode and time.
+fn finish_file(
+    writer: std::io::BufWriter<std::fs::File>,
+    entry: &Entry,
+    full: &Path,
+    restorer: Restorer,
+) -> Result<(), RestoreError> {
     let file = writer
         .into_inner()
         .map_err(|error| io_error(full)(error.into_error()))?;
     // Ownership first: a change of owner clears set-id bits.
-    if let (Some(owner), true) = (entry.owner, as_root) {
+    if let Some(owner) = restorer.owner_to_set(entry.owner) {
         std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))
             .map_err(io_error(full))?;
     }
-    let mode = mode_to_set(entry.mode, entry.owner, as_root);
+    let mode = restorer.mode_to_set(entry.mode, entry.owner);
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(full))?;
     if let EntryKind::File {
@@ -224,14 +231,43 @@ async fn restore_file<S: BackupService>(
     {
         file.set_modified(time).map_err(io_error(full))?;
     }
-    Ok(None)
+    Ok(())
 }
 
-/// Owners are restored only by root: anyone else may not give files away,
-/// and gets them as their own, as `cp` and `tar` do.
-fn restoring_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+/// Who restores, asked once. Owners are restored only by root: anyone
+/// else may not give files away, and gets them as their own, as `cp` and
+/// `tar` do.
+#[derive(Debug, Clone, Copy)]
+struct Restorer {
+    uid: u32,
+    gid: u32,
+}
+
+impl Restorer {
+    fn current() -> Self {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Self { uid, gid }
+    }
+
+    fn is_root(self) -> bool {
+        self.uid == 0
+    }
+
+    /// The recorded owner, when this restorer may give it.
+    fn owner_to_set(self, owner: Option<Owner>) -> Option<Owner> {
+        owner.filter(|_| self.is_root())
+    }
+
+    /// An entry's mode, less its set-user-id and set-group-id bits when its
+    /// owner is not kept (a restore by someone other than root, of another
+    /// user's file), as `cp` and `tar` do: otherwise the restoring user
+    /// would get set-id programs of their own.
+    fn mode_to_set(self, mode: u32, owner: Option<Owner>) -> u32 {
+        let kept = self.is_root()
+            || owner.is_none_or(|owner| owner.uid == self.uid && owner.gid == self.gid);
+        if kept { mode } else { mode & !0o6000 }
+    }
 }
 
 /// The time `modified_ns` nanoseconds from the Unix epoch (before it when
@@ -256,7 +292,7 @@ fn restore_symlinks_and_modes(
     manifest: &Manifest,
     target: &Path,
     directories: &[&Entry],
-    as_root: bool,
+    restorer: Restorer,
     stats: &mut RestoreStats,
 ) -> Result<(), RestoreError> {
     for entry in &manifest.entries {
@@ -269,7 +305,7 @@ fn restore_symlinks_and_modes(
                 std::fs::create_dir_all(parent).map_err(io_error(parent))?;
             }
             std::os::unix::fs::symlink(link_target, &full).map_err(io_error(&full))?;
-            if let (Some(owner), true) = (entry.owner, as_root) {
+            if let Some(owner) = restorer.owner_to_set(entry.owner) {
                 std::os::unix::fs::lchown(&full, Some(owner.uid), Some(owner.gid))
                     .map_err(io_error(&full))?;
             }
@@ -286,7 +322,7 @@ fn restore_symlinks_and_modes(
             owner: entry.owner,
             modified_ns,
         };
-        set_directory_attributes(&target.join(&entry.path), attributes, as_root)?;
+        set_directory_attributes(&target.join(&entry.path), attributes, restorer)?;
     }
     // The target is the backed-up directory itself: last, as its parent.
     // Only its owner may change its mode and time: a user restoring into
@@ -294,9 +330,8 @@ fn restore_symlinks_and_modes(
     if let Some(attributes) = manifest.root {
         use std::os::unix::fs::MetadataExt;
         let target_uid = std::fs::metadata(target).map_err(io_error(target))?.uid();
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if as_root || target_uid == unsafe { libc::geteuid() } {
-            set_directory_attributes(target, attributes, as_root)?;
+        if restorer.is_root() || target_uid == restorer.uid {
+            set_directory_attributes(target, attributes, restorer)?;
         } else {
             tracing::warn!(
                 target = %target.display(),
@@ -308,32 +343,21 @@ fn restore_symlinks_and_modes(
     Ok(())
 }
 
-/// An entry's mode, less its set-user-id and set-group-id bits when its
-/// owner is not kept (a restore by someone other than root, of another
-/// user's file), as `cp` and `tar` do: otherwise the restoring user would
-/// get set-id programs of their own.
-fn mode_to_set(mode: u32, owner: Option<Owner>, as_root: bool) -> u32 {
-    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let kept = as_root || owner.is_none_or(|owner| owner.uid == uid && owner.gid == gid);
-    if kept { mode } else { mode & !0o6000 }
-}
-
 /// Owner (as root), then time, then mode of a directory whose contents are
 /// all in place, so no later step changes them.
 fn set_directory_attributes(
     full: &Path,
     attributes: RootAttributes,
-    as_root: bool,
+    restorer: Restorer,
 ) -> Result<(), RestoreError> {
-    if let (Some(owner), true) = (attributes.owner, as_root) {
+    if let Some(owner) = restorer.owner_to_set(attributes.owner) {
         std::os::unix::fs::chown(full, Some(owner.uid), Some(owner.gid)).map_err(io_error(full))?;
     }
     if let Some(time) = attributes.modified_ns.and_then(modified_time) {
         let directory = std::fs::File::open(full).map_err(io_error(full))?;
         directory.set_modified(time).map_err(io_error(full))?;
     }
-    let mode = mode_to_set(attributes.mode, attributes.owner, as_root);
+    let mode = restorer.mode_to_set(attributes.mode, attributes.owner);
     std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode)).map_err(io_error(full))
 }
 
@@ -423,17 +447,25 @@ mod tests {
     /// owner.
     #[test]
     fn set_id_bits_are_dropped_when_the_owner_is_not_kept() {
-        // SAFETY: geteuid and getegid have no preconditions.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let own = Some(Owner { uid, gid });
-        let other = Some(Owner {
-            uid: uid.wrapping_add(1),
-            gid,
+        let (root, user) = (
+            Restorer { uid: 0, gid: 0 },
+            Restorer {
+                uid: 1000,
+                gid: 100,
+            },
+        );
+        let own = Some(Owner {
+            uid: user.uid,
+            gid: user.gid,
         });
-        assert_eq!(mode_to_set(0o6755, other, true), 0o6755);
-        assert_eq!(mode_to_set(0o6755, other, false), 0o755);
-        assert_eq!(mode_to_set(0o4750, own, false), 0o4750);
-        assert_eq!(mode_to_set(0o2775, None, false), 0o2775);
+        let other = Some(Owner {
+            uid: 1001,
+            gid: 100,
+        });
+        assert_eq!(root.mode_to_set(0o6755, other), 0o6755);
+        assert_eq!(user.mode_to_set(0o6755, other), 0o755);
+        assert_eq!(user.mode_to_set(0o4750, own), 0o4750);
+        assert_eq!(user.mode_to_set(0o2775, None), 0o2775);
     }
 
     /// Times before 1970 and after 2262 (where an i64 of nanoseconds ends)

@@ -49,6 +49,15 @@ pub fn modified_ns(metadata: &std::fs::Metadata) -> i128 {
     nanos(metadata.mtime(), metadata.mtime_nsec())
 }
 
+/// The owning user and group of `metadata`.
+fn owner(metadata: &std::fs::Metadata) -> Owner {
+    use std::os::unix::fs::MetadataExt;
+    Owner {
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+    }
+}
+
 /// Exact for any time a file system stores (an `i64` of nanoseconds ends in
 /// 2262).
 fn nanos(seconds: i64, nanoseconds: i64) -> i128 {
@@ -368,7 +377,7 @@ fn describe(
     child: &std::fs::DirEntry,
     path: String,
 ) -> SourceEntry {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let metadata = match metadata {
         Ok(metadata) => metadata,
         Err(error) => {
@@ -412,14 +421,10 @@ fn describe(
             reason: format!("special file ({what}) not backed up"),
         }
     };
-    let owner = Some(Owner {
-        uid: metadata.uid(),
-        gid: metadata.gid(),
-    });
     SourceEntry {
         path,
         mode,
-        owner,
+        owner: Some(owner(&metadata)),
         kind,
     }
 }
@@ -449,15 +454,12 @@ impl Source for FsSource {
     }
 
     fn root_attributes(&self) -> Option<RootAttributes> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         // The directory the root names, as the listing read it.
         let metadata = std::fs::metadata(&self.root).ok()?;
         Some(RootAttributes {
             mode: metadata.permissions().mode() & 0o7777,
-            owner: Some(Owner {
-                uid: metadata.uid(),
-                gid: metadata.gid(),
-            }),
+            owner: Some(owner(&metadata)),
             modified_ns: Some(modified_ns(&metadata)),
         })
     }
