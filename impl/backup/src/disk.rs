@@ -132,7 +132,7 @@ fn check_relative(path: &str) -> io::Result<()> {
 /// A [`Disk`] on the real file system, rooted at a directory.
 ///
 /// A large write (a pack) bypasses the page cache with `O_DIRECT`, staged
-/// through one reused, aligned buffer: pack bytes are written once and not
+/// through one reused buffer on huge pages (see [`huge_page_buffer`]): pack bytes are written once and not
 /// read back soon, so caching them costs a copy into freshly allocated
 /// cache pages (most of a first backup's time on this project's machines)
 /// and evicts the user's own files. Where the file system refuses
@@ -151,6 +151,9 @@ const DIRECT_WRITE_MIN_BYTES: usize = 1 << 20;
 const DIRECT_ALIGN_BYTES: usize = 4096;
 /// Bytes per `O_DIRECT` write.
 const DIRECT_STAGING_BYTES: usize = 8 << 20;
+/// A transparent huge page on x86-64 (and the alignment of the staging
+/// buffer, a multiple of [`DIRECT_ALIGN_BYTES`]).
+const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 impl RealDisk {
     /// A disk rooted at `root`, which is created if absent.
@@ -183,10 +186,10 @@ impl RealDisk {
             .staging
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if staging.len() < DIRECT_STAGING_BYTES + DIRECT_ALIGN_BYTES {
-            staging.resize(DIRECT_STAGING_BYTES + DIRECT_ALIGN_BYTES, 0);
+        if staging.is_empty() {
+            *staging = huge_page_buffer(DIRECT_STAGING_BYTES);
         }
-        let start = staging.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
+        let start = staging.as_ptr().align_offset(HUGE_PAGE_BYTES);
         let buffer = &mut staging[start..start + DIRECT_STAGING_BYTES];
         let mut filled = 0;
         let mut offset_bytes = 0_u64;
@@ -317,6 +320,32 @@ impl Disk for RealDisk {
         file.take(length_bytes as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
+}
+
+/// A zeroed buffer holding `length_bytes` from its first
+/// [`HUGE_PAGE_BYTES`] boundary on, that stretch asked to be backed by huge
+/// pages. The disk writes an `O_DIRECT` buffer page by page: 4 KiB pages
+/// scattered in physical memory cap a device request at its segment limit
+/// (254 segments, about 1 MiB, on this project's virtual disks), whereas a
+/// huge page is one segment, so each write goes out in fewer, larger
+/// requests. Measured on the 1 GiB first backup: about a tenth off the wall
+/// time and less CPU. Where the kernel has no transparent huge pages the
+/// advice is ignored and the buffer is an ordinary one.
+fn huge_page_buffer(length_bytes: usize) -> Vec<u8> {
+    let mut buffer: Vec<u8> = Vec::with_capacity(length_bytes + HUGE_PAGE_BYTES);
+    let start = buffer.as_ptr().align_offset(HUGE_PAGE_BYTES);
+    // SAFETY: the range lies within the buffer's allocation; madvise only
+    // changes how the kernel backs pages not yet touched, never their
+    // contents, and a failure leaves the mapping as it was.
+    unsafe {
+        libc::madvise(
+            buffer.as_mut_ptr().add(start).cast(),
+            length_bytes,
+            libc::MADV_HUGEPAGE,
+        );
+    }
+    buffer.resize(length_bytes + HUGE_PAGE_BYTES, 0);
+    buffer
 }
 
 /// Creates `dir` and any missing ancestors, fsyncing each new directory's
