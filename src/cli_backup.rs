@@ -364,35 +364,27 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
 }
 
 /// The parent snapshot `choice` names, read from `repository`. A damaged
-/// latest snapshot is passed over with a warning (every file is then read);
-/// one named explicitly is an error.
+/// latest snapshot is passed over with a warning (the one before it is the
+/// parent, or none, and every file is read); one named explicitly is an
+/// error.
 fn resolve_parent(
     repository: &Repository,
     label: &str,
     choice: ParentChoice,
 ) -> anyhow::Result<Option<(backup::SnapshotId, backup::Manifest)>> {
-    let (id, named) = match choice {
-        ParentChoice::Nothing => return Ok(None),
+    match choice {
+        ParentChoice::Nothing => Ok(None),
+        ParentChoice::Latest => repository
+            .latest_manifest(label)
+            .context("finding the latest snapshot of this source"),
         ParentChoice::Snapshot(prefix) => {
             let id = repository
                 .manifests()
                 .resolve(&prefix)
                 .with_context(|| format!("finding the parent snapshot {prefix:?}"))?;
-            (id, true)
-        }
-        ParentChoice::Latest => match repository.latest_snapshot(label)? {
-            Some(id) => (id, false),
-            None => return Ok(None),
-        },
-    };
-    match pollster::block_on(repository.get_manifest(id.clone())) {
-        Ok(manifest) => Ok(Some((id, manifest))),
-        Err(error) if named => {
-            Err(error).with_context(|| format!("reading the parent snapshot {id}"))
-        }
-        Err(error) => {
-            tracing::warn!(snapshot = %id, %error, "parent unreadable; reading every file");
-            Ok(None)
+            let manifest = pollster::block_on(repository.get_manifest(id.clone()))
+                .with_context(|| format!("reading the parent snapshot {id}"))?;
+            Ok(Some((id, manifest)))
         }
     }
 }

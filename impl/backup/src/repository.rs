@@ -32,6 +32,8 @@ use crate::{BloomFilter, Fingerprint, Ring};
 
 const CONFIG_PATH: &str = "config.json";
 const SNAPSHOTS_DIR: &str = "snapshots";
+/// Bytes read from the start of a manifest for its label and time.
+const MANIFEST_HEAD_BYTES: usize = 16 * 1024;
 
 /// Target false-positive rate of the Bloom filter shipped to clients.
 pub const BLOOM_FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -66,21 +68,41 @@ impl ManifestStore {
         })
     }
 
-    /// Label and time of snapshot `id`, checked against its id, without
-    /// decoding its entries.
-    pub fn head(&self, id: &SnapshotId) -> ServiceResult<(String, u64)> {
+    /// Label and time of snapshot `id` as the first bytes of its manifest
+    /// give them, unchecked: one small read, to choose among snapshots
+    /// without reading each whole (a manifest of a large tree is tens of
+    /// MB). `None` when they cannot be read there (damage, or a label
+    /// longer than the read); whoever uses the snapshot reads it with
+    /// [`ManifestStore::get`], which checks every byte.
+    pub fn head_unchecked(&self, id: &SnapshotId) -> ServiceResult<Option<(String, u64)>> {
         #[derive(serde::Deserialize)]
         struct Head {
             label: String,
             time_unix_ms: u64,
         }
-        let bytes = self.read_checked(id)?;
-        let head: Head =
-            serde_json::from_slice(&bytes).map_err(|error| ServiceError::ManifestInvalid {
-                id: id.0.clone(),
-                problem: format!("unparsable JSON: {error}"),
+        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        let prefix = self
+            .disk
+            .read_range(&path, 0, MANIFEST_HEAD_BYTES)
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
+                _ => ServiceError::storage(&path, &error),
             })?;
-        Ok((head.label, head.time_unix_ms))
+        // A manifest is written label, time, then entries. Inside a JSON
+        // string every quote is escaped, so the first `,"entries":` is where
+        // the head ends.
+        const ENTRIES_KEY: &[u8] = b",\"entries\":";
+        let Some(end) = prefix
+            .windows(ENTRIES_KEY.len())
+            .position(|window| window == ENTRIES_KEY)
+        else {
+            return Ok(None);
+        };
+        let mut head_json = prefix[..end].to_vec();
+        head_json.push(b'}');
+        Ok(serde_json::from_slice::<Head>(&head_json)
+            .ok()
+            .map(|head| (head.label, head.time_unix_ms)))
     }
 
     /// The stored bytes of snapshot `id`, which must hash to `id`.
@@ -402,28 +424,47 @@ impl Repository {
         Ok(summaries)
     }
 
-    /// The newest snapshot labelled `label`, by its time (then id), found
-    /// without decoding any manifest's entries. A damaged manifest is
-    /// passed over, as in the listing.
-    pub fn latest_snapshot(&self, label: &str) -> ServiceResult<Option<SnapshotId>> {
-        let mut latest: Option<(u64, SnapshotId)> = None;
+    /// The newest sound snapshot labelled `label`, by its time (then id),
+    /// with its manifest. Only that manifest is read whole and checked:
+    /// the others' labels and times come from their first bytes. A damaged
+    /// manifest is passed over with a warning, and the next newest tried;
+    /// one whose head cannot be read from its first bytes is read whole.
+    pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
+        let passed_over = |id: &SnapshotId, problem: &str| {
+            tracing::warn!(snapshot = %id, %problem, "damaged manifest passed over");
+        };
+        let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
-            match self.manifests.head(&id) {
-                Ok((found_label, time_unix_ms)) if found_label == label => {
-                    let candidate = (time_unix_ms, id);
-                    if latest.as_ref().is_none_or(|newest| candidate > *newest) {
-                        latest = Some(candidate);
+            let head = match self.manifests.head_unchecked(&id)? {
+                Some(head) => head,
+                None => match self.manifests.get(&id) {
+                    Ok(manifest) => (manifest.label, manifest.time_unix_ms),
+                    Err(ServiceError::ManifestInvalid { problem, .. }) => {
+                        passed_over(&id, &problem);
+                        continue;
                     }
-                }
-                Ok(_) => {}
-                Err(ServiceError::ManifestInvalid { problem, .. }) => {
-                    let message = "damaged manifest passed over";
-                    tracing::warn!(snapshot = %id, %problem, "{message}");
-                }
+                    Err(error) => return Err(error),
+                },
+            };
+            if head.0 == label {
+                candidates.push((head.1, id));
+            }
+        }
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, id) in candidates {
+            match self.manifests.get(&id) {
+                // A sound manifest's head is what its first bytes said.
+                Ok(manifest) => return Ok(Some((id, manifest))),
+                Err(ServiceError::ManifestInvalid { problem, .. }) => passed_over(&id, &problem),
                 Err(error) => return Err(error),
             }
         }
-        Ok(latest.map(|(_, id)| id))
+        Ok(None)
+    }
+
+    /// The id [`Repository::latest_manifest`] finds.
+    pub fn latest_snapshot(&self, label: &str) -> ServiceResult<Option<SnapshotId>> {
+        Ok(self.latest_manifest(label)?.map(|(id, _)| id))
     }
 
     fn bloom_now(&self) -> BloomFilter {

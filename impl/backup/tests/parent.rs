@@ -203,4 +203,12 @@ fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
     std::fs::write(&path, bytes).unwrap();
     assert_eq!(repository.latest_snapshot("a").unwrap(), Some(middle));
     assert_eq!(repository.latest_snapshot("c").unwrap(), None);
+    // A label too long for the head read: those manifests are read whole,
+    // and the newest is still the one chosen, its manifest with it.
+    let long = "l".repeat(40_000);
+    let long_newer = snapshot(&long, 50);
+    snapshot(&long, 45);
+    let (found, manifest) = repository.latest_manifest(&long).unwrap().unwrap();
+    assert_eq!((found, manifest.time_unix_ms), (long_newer, 50));
+    assert_eq!(manifest.label, long);
 }
