@@ -132,10 +132,11 @@ fn check_relative(path: &str) -> io::Result<()> {
 /// A [`Disk`] on the real file system, rooted at a directory.
 ///
 /// A large write (a pack) bypasses the page cache with `O_DIRECT`, staged
-/// through one reused buffer on huge pages (see [`huge_page_buffer`]): pack bytes are written once and not
-/// read back soon, so caching them costs a copy into freshly allocated
-/// cache pages (most of a first backup's time on this project's machines)
-/// and evicts the user's own files. Where the file system refuses
+/// through one reused buffer on huge pages (see [`huge_page_buffer`]):
+/// pack bytes are written once and not read back soon, so caching them
+/// costs a copy into freshly allocated cache pages (most of a first
+/// backup's time on this project's machines) and evicts the user's own
+/// files. Where the file system refuses
 /// `O_DIRECT`, the write is buffered as usual. Durability is unchanged:
 /// callers still fsync ([`write_atomic`]).
 #[derive(Debug, Clone)]
