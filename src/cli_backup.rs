@@ -702,6 +702,12 @@ fn print_repair(repaired: &backup::fsck::RepairReport) {
     for path in &repaired.manifests_quarantined {
         println!("repair: moved a damaged manifest, unchanged, to {path}");
     }
+    for problem in &repaired.manifests_left {
+        println!(
+            "repair: left in place: {problem}; it restores nothing and stops nothing, so \
+             remove it by hand if no one needs it"
+        );
+    }
     for pack in &repaired.packs_rewritten {
         println!("repair: rewrote {pack} without its damaged chunks");
     }
@@ -727,10 +733,16 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
         println!("DAMAGED snapshot {id}");
     }
     for file in &report.damaged_files {
-        println!(
-            "DAMAGED snapshot {} file {:?}: chunk {} {}",
-            file.snapshot, file.path, file.chunk, file.problem
-        );
+        match &file.chunk {
+            Some(chunk) => println!(
+                "DAMAGED snapshot {} file {:?}: chunk {chunk} {}",
+                file.snapshot, file.path, file.problem
+            ),
+            None => println!(
+                "DAMAGED snapshot {} file {:?}: {}",
+                file.snapshot, file.path, file.problem
+            ),
+        }
     }
     for (chunk, pack, problem) in &report.damaged_chunks {
         println!("DAMAGED chunk {chunk} in {pack}: {problem}");

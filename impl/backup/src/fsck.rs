@@ -23,9 +23,10 @@ pub struct DamagedFile {
     pub snapshot: SnapshotId,
     /// The file's path in it.
     pub path: String,
-    /// The first bad chunk of the file.
-    pub chunk: Fingerprint,
-    /// What is wrong with the chunk.
+    /// The file's first bad chunk; `None` when every chunk is sound but
+    /// together they do not hold the file's recorded size.
+    pub chunk: Option<Fingerprint>,
+    /// What is wrong with the chunk (or the file).
     pub problem: String,
 }
 
@@ -174,16 +175,30 @@ fn check_manifests(
                 .push((id.clone(), error.to_string()));
         }
         for entry in &manifest.entries {
-            let EntryKind::File { chunks, .. } = &entry.kind else {
+            let EntryKind::File {
+                chunks, size_bytes, ..
+            } = &entry.kind
+            else {
                 continue;
             };
             referenced.extend(chunks.iter().copied());
             let first_bad = chunks.iter().find_map(|chunk| match bad_chunks.get(chunk) {
-                Some(problem) => Some((*chunk, format!("is damaged: {problem}"))),
+                Some(problem) => Some((Some(*chunk), format!("is damaged: {problem}"))),
                 None if !store.contains(chunk) => {
-                    Some((*chunk, "is missing from the store".to_string()))
+                    Some((Some(*chunk), "is missing from the store".to_string()))
                 }
                 None => None,
+            });
+            // Sound chunks that do not add up to the file (a manifest that
+            // hashes right but was not written by a backup): restore refuses it.
+            let first_bad = first_bad.or_else(|| {
+                let found_bytes: u64 = chunks.iter().filter_map(|c| store.length_of(c)).sum();
+                (found_bytes != *size_bytes).then(|| {
+                    let problem = format!(
+                        "its chunks hold {found_bytes} bytes, the manifest says {size_bytes}"
+                    );
+                    (None, problem)
+                })
             });
             if let Some((chunk, problem)) = first_bad {
                 report.damaged_files.push(DamagedFile {
@@ -226,6 +241,11 @@ pub struct RepairReport {
     /// Damaged manifests (or files posing as one), moved unchanged to these
     /// paths: no backup can heal a manifest, and it restores nothing.
     pub manifests_quarantined: Vec<String>,
+    /// Names under `snapshots/` that hold no manifest file (a directory, a
+    /// dangling link), left where they are, each with what is there. They
+    /// restore nothing and stop nothing; whoever put them there removes them.
+    #[serde(default)]
+    pub manifests_left: Vec<String>,
     /// Packs rewritten without their damaged chunks (the old paths).
     pub packs_rewritten: Vec<String>,
     /// Damaged chunks the store no longer holds.
@@ -253,10 +273,21 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     report.packs_quarantined = store.quarantine_unreadable_packs()?;
     let manifests = repository.manifests();
     for id in manifests.ids()? {
-        if let Err(ServiceError::ManifestInvalid { .. }) = manifests.get(&id) {
-            report
-                .manifests_quarantined
-                .push(manifests.quarantine(&id)?);
+        match manifests.get(&id) {
+            Err(ServiceError::ManifestInvalid { problem, .. }) => {
+                match manifests.quarantine(&id)? {
+                    Some(moved) => report.manifests_quarantined.push(moved),
+                    None => report.manifests_left.push(problem),
+                }
+            }
+            Err(ServiceError::SnapshotNotFound { .. }) => {
+                let path = manifests.path_of(&id);
+                let problem = format!("{path} is listed, but no file can be read there");
+                report
+                    .manifests_left
+                    .push(format!("{problem} (a dangling link?)"));
+            }
+            _ => {}
         }
     }
     for (pack_path, dropped) in store.drop_damaged_chunks()? {

@@ -53,7 +53,7 @@ impl ManifestStore {
     pub fn commit(&self, manifest: &Manifest) -> ServiceResult<SnapshotId> {
         let bytes = manifest.to_json();
         let id = SnapshotId(Fingerprint::of(&bytes).to_hex());
-        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        let path = self.path_of(&id);
         disk::write_atomic(self.disk.as_ref(), &path, &bytes)
             .map_err(|error| ServiceError::storage(&path, &error))?;
         Ok(id)
@@ -80,14 +80,11 @@ impl ManifestStore {
             label: String,
             time_unix_ms: u64,
         }
-        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
+        let path = self.path_of(id);
         let prefix = self
             .disk
             .read_range(&path, 0, MANIFEST_HEAD_BYTES)
-            .map_err(|error| match error.kind() {
-                std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
-                _ => ServiceError::storage(&path, &error),
-            })?;
+            .map_err(|error| manifest_read_error(id, &path, &error))?;
         // A manifest is written label, time, then entries. Inside a JSON
         // string every quote is escaped, so the first `,"entries":` is where
         // the head ends.
@@ -107,11 +104,11 @@ impl ManifestStore {
 
     /// The stored bytes of snapshot `id`, which must hash to `id`.
     fn read_checked(&self, id: &SnapshotId) -> ServiceResult<Vec<u8>> {
-        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
-        let bytes = self.disk.read(&path).map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
-            _ => ServiceError::storage(&path, &error),
-        })?;
+        let path = self.path_of(id);
+        let bytes = self
+            .disk
+            .read(&path)
+            .map_err(|error| manifest_read_error(id, &path, &error))?;
         let invalid = |problem: String| ServiceError::ManifestInvalid {
             id: id.0.clone(),
             problem,
@@ -125,15 +122,29 @@ impl ManifestStore {
         Ok(bytes)
     }
 
+    /// Where the manifest of `id` is kept, relative to the repository.
+    pub fn path_of(&self, id: &SnapshotId) -> String {
+        format!("{SNAPSHOTS_DIR}/{id}.json")
+    }
+
     /// Moves the manifest file of `id`, bytes unchanged, to `quarantine/`
     /// (for a damaged manifest: nothing is deleted, and it no longer counts
-    /// as a snapshot). Returns the new path.
-    pub fn quarantine(&self, id: &SnapshotId) -> ServiceResult<String> {
-        let path = format!("{SNAPSHOTS_DIR}/{id}.json");
-        let bytes = self
-            .disk
-            .read(&path)
-            .map_err(|error| ServiceError::storage(&path, &error))?;
+    /// as a snapshot). Returns the new path, or `None` when the name holds
+    /// no file to move (a directory, a dangling link), left as it is.
+    pub fn quarantine(&self, id: &SnapshotId) -> ServiceResult<Option<String>> {
+        let path = self.path_of(id);
+        let bytes = match self.disk.read(&path) {
+            Ok(bytes) => bytes,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::IsADirectory | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(ServiceError::storage(&path, &error)),
+        };
         let to = format!("quarantine/{SNAPSHOTS_DIR}/{id}.json");
         let to = disk::free_path(self.disk.as_ref(), &to)
             .map_err(|error| ServiceError::storage(&to, &error))?;
@@ -145,7 +156,7 @@ impl ManifestStore {
         self.disk
             .fsync_dir(SNAPSHOTS_DIR)
             .map_err(|error| ServiceError::storage(SNAPSHOTS_DIR, &error))?;
-        Ok(to)
+        Ok(Some(to))
     }
 
     /// The snapshot whose id starts with `prefix`, matched against every
@@ -179,6 +190,20 @@ impl ManifestStore {
             .into_iter()
             .filter_map(|name| name.strip_suffix(".json").map(str::to_string));
         Ok(ids.map(SnapshotId).collect())
+    }
+}
+
+/// What a failed read of manifest `id` at `path` means: an absent snapshot
+/// (a listed name may be a dangling link, or removed meanwhile), a damaged
+/// one when the name holds no file (a directory), or a storage failure.
+fn manifest_read_error(id: &SnapshotId, path: &str, error: &std::io::Error) -> ServiceError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
+        std::io::ErrorKind::IsADirectory => ServiceError::ManifestInvalid {
+            id: id.0.clone(),
+            problem: format!("{path} is a directory, not a manifest file"),
+        },
+        _ => ServiceError::storage(path, error),
     }
 }
 
@@ -417,6 +442,10 @@ impl Repository {
                     let message = "damaged manifest left out of the list";
                     tracing::warn!(snapshot = %id, %problem, "{message}");
                 }
+                Err(ServiceError::SnapshotNotFound { .. }) => {
+                    let message = "listed manifest unreadable (a dangling link?); left out";
+                    tracing::warn!(snapshot = %id, "{message}");
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -430,21 +459,35 @@ impl Repository {
     /// manifest is passed over with a warning, and the next newest tried;
     /// one whose head cannot be read from its first bytes is read whole.
     pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
-        let passed_over = |id: &SnapshotId, problem: &str| {
-            tracing::warn!(snapshot = %id, %problem, "damaged manifest passed over");
+        // Damaged, or no file under a listed name: passed over, with the
+        // problem; a storage failure is the caller's.
+        let pass_over = |id: &SnapshotId, error: ServiceError| match error {
+            ServiceError::ManifestInvalid { problem, .. } => {
+                tracing::warn!(snapshot = %id, %problem, "damaged manifest passed over");
+                Ok(())
+            }
+            ServiceError::SnapshotNotFound { .. } => {
+                let message = "listed manifest unreadable (a dangling link?); passed over";
+                tracing::warn!(snapshot = %id, "{message}");
+                Ok(())
+            }
+            error => Err(error),
         };
         let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
-            let head = match self.manifests.head_unchecked(&id)? {
-                Some(head) => head,
-                None => match self.manifests.get(&id) {
+            let head = match self.manifests.head_unchecked(&id) {
+                Ok(Some(head)) => head,
+                Ok(None) => match self.manifests.get(&id) {
                     Ok(manifest) => (manifest.label, manifest.time_unix_ms),
-                    Err(ServiceError::ManifestInvalid { problem, .. }) => {
-                        passed_over(&id, &problem);
+                    Err(error) => {
+                        pass_over(&id, error)?;
                         continue;
                     }
-                    Err(error) => return Err(error),
                 },
+                Err(error) => {
+                    pass_over(&id, error)?;
+                    continue;
+                }
             };
             if head.0 == label {
                 candidates.push((head.1, id));
@@ -455,8 +498,7 @@ impl Repository {
             match self.manifests.get(&id) {
                 // A sound manifest's head is what its first bytes said.
                 Ok(manifest) => return Ok(Some((id, manifest))),
-                Err(ServiceError::ManifestInvalid { problem, .. }) => passed_over(&id, &problem),
-                Err(error) => return Err(error),
+                Err(error) => pass_over(&id, error)?,
             }
         }
         Ok(None)

@@ -225,6 +225,13 @@ impl ChunkStore {
             .copied()
     }
 
+    /// The length in bytes of chunk `fingerprint`, when the store holds it.
+    pub fn length_of(&self, fingerprint: &Fingerprint) -> Option<u64> {
+        let state = self.state.lock().expect("store lock");
+        let location = state.locations.get(fingerprint)?;
+        Some(u64::from(location.length_bytes))
+    }
+
     /// The pack a read of `fingerprint` goes to: of several copies, the one
     /// registered first.
     pub fn pack_of(&self, fingerprint: &Fingerprint) -> Option<String> {

@@ -752,3 +752,81 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// A manifest that hashes to its name yet was not written by a backup: one
+/// file's sound chunks do not add up to its recorded size. fsck names the
+/// file (no single chunk is at fault), as restore refuses it.
+#[test]
+fn fsck_names_a_file_whose_sound_chunks_do_not_hold_its_size() {
+    let (repo_dir, _first, second, _pack) = two_snapshots();
+    let repository = common::reopen(repo_dir.path());
+    assert!(
+        backup::fsck(&repository, &mut |_, _| ())
+            .unwrap()
+            .is_clean()
+    );
+    let mut manifest = pollster::block_on(repository.get_manifest(second)).unwrap();
+    let victim = manifest
+        .entries
+        .iter_mut()
+        .find(|entry| entry.path == "victim")
+        .unwrap();
+    let EntryKind::File { size_bytes, .. } = &mut victim.kind else {
+        panic!("victim is a file")
+    };
+    *size_bytes += 1;
+    let crafted = repository.manifests().commit(&manifest).unwrap();
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(report.damaged_snapshots(), vec![crafted.clone()]);
+    let [file] = report.damaged_files.as_slice() else {
+        panic!("{report:?}")
+    };
+    assert_eq!(
+        (&file.snapshot, file.path.as_str(), file.chunk),
+        (&crafted, "victim", None)
+    );
+    assert_eq!(
+        file.problem,
+        "its chunks hold 3000 bytes, the manifest says 3001"
+    );
+}
+
+/// A name under `snapshots/` that holds no manifest file (a directory, a
+/// dangling link) is passed over by the listing and the choice of a parent,
+/// and fsck names it; it stops nothing.
+#[test]
+fn a_snapshot_name_without_a_manifest_file_stops_nothing() {
+    let (repo_dir, _first, _second, _pack) = two_snapshots();
+    let chosen = common::reopen(repo_dir.path())
+        .latest_snapshot("test")
+        .unwrap();
+    assert!(chosen.is_some());
+    let snapshots = repo_dir.path().join("snapshots");
+    let directory = "d".repeat(64);
+    std::fs::create_dir(snapshots.join(format!("{directory}.json"))).unwrap();
+    let dangling = "e".repeat(64);
+    std::os::unix::fs::symlink("/nonexistent", snapshots.join(format!("{dangling}.json"))).unwrap();
+    let repository = common::reopen(repo_dir.path());
+    let listed = pollster::block_on(repository.list_snapshots()).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(repository.latest_snapshot("test").unwrap(), chosen);
+    let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
+    let mut damaged: Vec<&str> = report
+        .damaged_manifests
+        .iter()
+        .map(|(id, _)| id.0.as_str())
+        .collect();
+    damaged.sort();
+    assert_eq!(
+        damaged,
+        vec![directory.as_str(), dangling.as_str()],
+        "{report:?}"
+    );
+    // Repair moves no one's directory or link: it leaves both, and says so.
+    let repaired = backup::fsck::repair(&repository).unwrap();
+    assert!(repaired.manifests_quarantined.is_empty(), "{repaired:?}");
+    assert_eq!(repaired.manifests_left.len(), 2, "{repaired:?}");
+    assert!(snapshots.join(format!("{directory}.json")).is_dir());
+    assert!(snapshots.join(format!("{dangling}.json")).is_symlink());
+}
