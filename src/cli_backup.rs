@@ -102,7 +102,9 @@ pub struct FsckArgs {
     /// their damaged chunks, and make the index forget every chunk the store
     /// does not hold and its damaged segments. Nothing sound is removed; the
     /// next backup of the same data stores those chunks again, which makes
-    /// every snapshot naming them restorable.
+    /// every snapshot naming them restorable. Unreadable packs and damaged
+    /// manifests are moved, unchanged, to quarantine/; stray entries under
+    /// snapshots/ (a directory, a dangling link) are left for you to remove.
     #[arg(long)]
     pub repair: bool,
 }
@@ -288,8 +290,8 @@ pub fn lock_repository(repo: &Path, exclusive: bool) -> anyhow::Result<RepoLock>
     }
 }
 
-/// Opens an existing repository under its lock (see [`lock_repository`]).
-fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Repository)> {
+/// Refuses `repo` when something other than a directory is there.
+fn refuse_non_directory(repo: &Path) -> anyhow::Result<()> {
     if repo.exists() && !repo.is_dir() {
         bail!(
             "expected a repository directory at {}; found something else (a file?). \
@@ -297,6 +299,52 @@ fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Re
             repo.display()
         );
     }
+    Ok(())
+}
+
+/// Names a repository directory may hold before its `config.json` exists
+/// (what an interrupted creation leaves).
+const REPOSITORY_NAMES: [&str; 6] = [
+    "config.json",
+    "data",
+    "index",
+    "snapshots",
+    "quarantine",
+    "repository.lock",
+];
+
+/// Refuses to make a new repository in a directory that holds anything of
+/// someone else's: a mistyped `--repo` (a home directory, say) must not
+/// have repository files scattered into it.
+fn refuse_foreign_directory(repo: &Path) -> anyhow::Result<()> {
+    refuse_non_directory(repo)?;
+    if !repo.is_dir() || repo.join("config.json").exists() {
+        return Ok(());
+    }
+    let listing = std::fs::read_dir(repo).with_context(|| format!("listing {}", repo.display()))?;
+    let mut foreign = Vec::new();
+    for entry in listing {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !REPOSITORY_NAMES.contains(&name.as_str()) && !backup::disk::is_temp_name(&name) {
+            foreign.push(name);
+        }
+    }
+    foreign.sort();
+    if let Some(first) = foreign.first() {
+        bail!(
+            "expected an empty or new directory for a new repository, or an existing repository, \
+             at {}; found a directory with no config.json that holds {} other entries (such as \
+             {first:?}). Give a new or empty directory, or the path of an existing repository",
+            repo.display(),
+            foreign.len()
+        );
+    }
+    Ok(())
+}
+
+/// Opens an existing repository under its lock (see [`lock_repository`]).
+fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Repository)> {
+    refuse_non_directory(repo)?;
     if !repo.is_dir() {
         bail!(
             "expected a repository directory at {}; found none. \
@@ -351,6 +399,7 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
             source.display()
         );
     }
+    refuse_foreign_directory(repo)?;
     let disk = RealDisk::open(repo)
         .with_context(|| format!("creating the repository directory {}", repo.display()))?;
     let _lock = lock_repository(repo, true)?;
@@ -469,7 +518,7 @@ fn print_backup(summary: &BackupSummary) {
     };
     println!("snapshot     {}", summary.snapshot_id);
     println!(
-        "files        {} ({} directories, {} symlinks)",
+        "entries      {} files, {} directories, {} symlinks",
         summary.files, summary.directories, summary.symlinks
     );
     let parent = summary
@@ -681,11 +730,15 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_fsck(&report, &removed);
-        if !report.is_clean() && !args.repair {
+        let strays_only = report.is_clean_but_for_strays();
+        if !report.is_clean() && !args.repair && !strays_only {
             println!(
                 "to heal: `crosscheck fsck --repo {} --repair`, then back up the same data again",
                 args.repo.display()
             );
+        }
+        if !report.stray_snapshot_entries.is_empty() {
+            println!("to clear the STRAY entries: remove them by hand");
         }
     }
     Ok(if report.is_clean() {
@@ -758,6 +811,12 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
     }
     for (id, problem) in &report.damaged_manifests {
         println!("DAMAGED manifest of snapshot {id}: {problem}");
+    }
+    for stray in &report.stray_snapshot_entries {
+        println!(
+            "STRAY {stray}: not a snapshot; it restores nothing and stops nothing, and \
+             `fsck --repair` leaves it, so remove it by hand if no one needs it"
+        );
     }
     for chunk in &report.index_claims_missing {
         println!("DAMAGED index: claims chunk {chunk}, which the store lacks");

@@ -21,7 +21,7 @@ pub struct VerifyArgs {
 /// One line of the summary table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
-    /// The area: `backup`, `models`, `sim`, `migration`.
+    /// The area: `backup`, `models`, `sim`, `sim-migration`, `migration`.
     pub area: String,
     /// What was checked, in a few words.
     pub check: String,
@@ -97,7 +97,7 @@ fn sim_migration_rows() -> anyhow::Result<Vec<Row>> {
     Ok(checks
         .into_iter()
         .map(|check| Row {
-            area: "sim".to_string(),
+            area: "sim-migration".to_string(),
             check: check.check,
             passed: check.passed,
             detail: check.detail,

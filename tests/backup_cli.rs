@@ -358,6 +358,42 @@ fn restore_of_an_unknown_or_ambiguous_snapshot_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected a repository directory"));
 }
 
+/// A mistyped `--repo` naming someone's directory, or a file, is refused
+/// before anything is written there.
+#[test]
+fn backup_refuses_to_make_a_repository_in_a_foreign_directory_or_a_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("source");
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("a"), b"a").unwrap();
+    let theirs = scratch.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("notes.txt"), b"mine").unwrap();
+    let file = scratch.path().join("file");
+    fs::write(&file, b"not a directory").unwrap();
+    for (repo, expected) in [(&theirs, "\"notes.txt\""), (&file, "found something else")] {
+        let output = crosscheck(&[
+            "backup".as_ref(),
+            source.as_os_str(),
+            "--repo".as_ref(),
+            repo.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let left: Vec<_> = fs::read_dir(&theirs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    assert_eq!(fs::read(&file).unwrap(), b"not a directory");
+    // An empty directory, and one an interrupted creation left, are taken.
+    let empty = scratch.path().join("empty");
+    fs::create_dir_all(empty.join("data")).unwrap();
+    assert!(snapshot_id(&backup(&source, &empty)).len() == 64);
+}
+
 /// Pack files of the repository, by path.
 fn pack_files(repo: &Path) -> Vec<PathBuf> {
     let mut packs = Vec::new();

@@ -58,6 +58,12 @@ pub struct FsckReport {
     /// Their claims were dropped, so no chunk is lost, but the disk is
     /// damaging data; the next backup uploads those chunks again.
     pub damaged_index_segments: Vec<(String, String)>,
+    /// Names under `snapshots/` that hold no manifest file (a directory, a
+    /// dangling link), each with what is there. Not snapshots, they restore
+    /// nothing and stop nothing, but the repository is not as a backup left
+    /// it; repair leaves them, for whoever put them there to remove.
+    #[serde(default)]
+    pub stray_snapshot_entries: Vec<String>,
     /// Harmless: `.tmp` files left by interrupted writes.
     pub temp_files: Vec<String>,
     /// Harmless: chunks stored that no snapshot names.
@@ -67,6 +73,17 @@ pub struct FsckReport {
 impl FsckReport {
     /// True when nothing is damaged (leftovers are allowed).
     pub fn is_clean(&self) -> bool {
+        self.damage_free() && self.stray_snapshot_entries.is_empty()
+    }
+
+    /// True when the only finding is stray entries under `snapshots/`
+    /// (which repair leaves: only their owner can remove them).
+    pub fn is_clean_but_for_strays(&self) -> bool {
+        self.damage_free() && !self.stray_snapshot_entries.is_empty()
+    }
+
+    /// True when no data, manifest or index is damaged (strays aside).
+    fn damage_free(&self) -> bool {
         self.damaged_chunks.is_empty()
             && self.damaged_spare_copies.is_empty()
             && self.damaged_packs.is_empty()
@@ -161,6 +178,10 @@ fn check_manifests(
     let mut ids = repository.manifests().ids()?;
     ids.sort();
     for id in ids {
+        if let Some(stray) = repository.manifests().stray_entry(&id)? {
+            report.stray_snapshot_entries.push(stray);
+            continue;
+        }
         report.snapshots_checked += 1;
         let manifest = match repository.manifests().get(&id) {
             Ok(manifest) => manifest,
@@ -273,21 +294,12 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     report.packs_quarantined = store.quarantine_unreadable_packs()?;
     let manifests = repository.manifests();
     for id in manifests.ids()? {
-        match manifests.get(&id) {
-            Err(ServiceError::ManifestInvalid { problem, .. }) => {
-                match manifests.quarantine(&id)? {
-                    Some(moved) => report.manifests_quarantined.push(moved),
-                    None => report.manifests_left.push(problem),
-                }
-            }
-            Err(ServiceError::SnapshotNotFound { .. }) => {
-                let path = manifests.path_of(&id);
-                let problem = format!("{path} is listed, but no file can be read there");
-                report
-                    .manifests_left
-                    .push(format!("{problem} (a dangling link?)"));
-            }
-            _ => {}
+        if let Some(stray) = manifests.stray_entry(&id)? {
+            report.manifests_left.push(stray);
+        } else if let Err(ServiceError::ManifestInvalid { .. }) = manifests.get(&id) {
+            report
+                .manifests_quarantined
+                .push(manifests.quarantine(&id)?);
         }
     }
     for (pack_path, dropped) in store.drop_damaged_chunks()? {

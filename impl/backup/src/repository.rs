@@ -127,24 +127,33 @@ impl ManifestStore {
         format!("{SNAPSHOTS_DIR}/{id}.json")
     }
 
+    /// What stands at listed snapshot `id` when it is no manifest file: a
+    /// directory, or nothing readable (a dangling link); `None` for a file.
+    pub fn stray_entry(&self, id: &SnapshotId) -> ServiceResult<Option<String>> {
+        let path = self.path_of(id);
+        match self.disk.read_range(&path, 0, 1) {
+            Ok(_) => Ok(None),
+            Err(error) => match error.kind() {
+                std::io::ErrorKind::IsADirectory => {
+                    Ok(Some(format!("{path} is a directory, not a manifest file")))
+                }
+                std::io::ErrorKind::NotFound => Ok(Some(format!(
+                    "{path} is listed, but no file can be read there (a dangling link?)"
+                ))),
+                _ => Err(ServiceError::storage(&path, &error)),
+            },
+        }
+    }
+
     /// Moves the manifest file of `id`, bytes unchanged, to `quarantine/`
     /// (for a damaged manifest: nothing is deleted, and it no longer counts
-    /// as a snapshot). Returns the new path, or `None` when the name holds
-    /// no file to move (a directory, a dangling link), left as it is.
-    pub fn quarantine(&self, id: &SnapshotId) -> ServiceResult<Option<String>> {
+    /// as a snapshot). Returns the new path.
+    pub fn quarantine(&self, id: &SnapshotId) -> ServiceResult<String> {
         let path = self.path_of(id);
-        let bytes = match self.disk.read(&path) {
-            Ok(bytes) => bytes,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::IsADirectory | std::io::ErrorKind::NotFound
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(error) => return Err(ServiceError::storage(&path, &error)),
-        };
+        let bytes = self
+            .disk
+            .read(&path)
+            .map_err(|error| ServiceError::storage(&path, &error))?;
         let to = format!("quarantine/{SNAPSHOTS_DIR}/{id}.json");
         let to = disk::free_path(self.disk.as_ref(), &to)
             .map_err(|error| ServiceError::storage(&to, &error))?;
@@ -156,7 +165,7 @@ impl ManifestStore {
         self.disk
             .fsync_dir(SNAPSHOTS_DIR)
             .map_err(|error| ServiceError::storage(SNAPSHOTS_DIR, &error))?;
-        Ok(Some(to))
+        Ok(to)
     }
 
     /// The snapshot whose id starts with `prefix`, matched against every
