@@ -737,6 +737,24 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
                 args.repo.display()
             );
         }
+        if !report.damaged_files.is_empty() && args.repair {
+            // The sources whose next backup stores the lost chunks again.
+            let mut labels: Vec<String> = report
+                .damaged_snapshots()
+                .iter()
+                .filter_map(|id| repository.manifests().get(id).ok())
+                .map(|manifest| manifest.label)
+                .collect();
+            labels.sort();
+            labels.dedup();
+            for label in labels {
+                println!(
+                    "to heal: `crosscheck backup {label} --repo {}` stores the chunks its \
+                     damaged snapshots lack again (when that data is still there)",
+                    args.repo.display()
+                );
+            }
+        }
         if !report.stray_snapshot_entries.is_empty() {
             println!("to clear the STRAY entries: remove them by hand");
         }

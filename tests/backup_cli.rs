@@ -542,6 +542,16 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
     let repaired = crosscheck(&args);
     let stdout = String::from_utf8_lossy(&repaired.stdout);
     assert_eq!(repaired.status.code(), Some(1), "still damaged: {stdout}");
+    // Read as a person would, the repair names each source to back up again.
+    let told = crosscheck(&args[..4]);
+    let told = String::from_utf8_lossy(&told.stdout);
+    for (_, source, _) in &snapshots[..3] {
+        let label = source.canonicalize().unwrap().display().to_string();
+        assert!(
+            told.contains(&format!("`crosscheck backup {label} --repo")),
+            "{told}"
+        );
+    }
     let repair: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         repair["repaired"]["packs_quarantined"]
