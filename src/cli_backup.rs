@@ -302,17 +302,6 @@ fn refuse_non_directory(repo: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names a repository directory may hold before its `config.json` exists
-/// (what an interrupted creation leaves).
-const REPOSITORY_NAMES: [&str; 6] = [
-    "config.json",
-    "data",
-    "index",
-    "snapshots",
-    "quarantine",
-    "repository.lock",
-];
-
 /// Refuses to make a new repository in a directory that holds anything of
 /// someone else's: a mistyped `--repo` (a home directory, say) must not
 /// have repository files scattered into it.
@@ -325,7 +314,7 @@ fn refuse_foreign_directory(repo: &Path) -> anyhow::Result<()> {
     let mut foreign = Vec::new();
     for entry in listing {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if !REPOSITORY_NAMES.contains(&name.as_str()) && !backup::disk::is_temp_name(&name) {
+        if name != LOCK_FILE && !backup::repository::is_repository_entry(&name) {
             foreign.push(name);
         }
     }

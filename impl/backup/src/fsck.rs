@@ -178,12 +178,15 @@ fn check_manifests(
     let mut ids = repository.manifests().ids()?;
     ids.sort();
     for id in ids {
-        if let Some(stray) = repository.manifests().stray_entry(&id)? {
+        let read = repository.manifests().get(&id);
+        if read.is_err()
+            && let Some(stray) = repository.manifests().stray_entry(&id)?
+        {
             report.stray_snapshot_entries.push(stray);
             continue;
         }
         report.snapshots_checked += 1;
-        let manifest = match repository.manifests().get(&id) {
+        let manifest = match read {
             Ok(manifest) => manifest,
             Err(error) => {
                 report.damaged_manifests.push((id, error.to_string()));
@@ -294,9 +297,12 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     report.packs_quarantined = store.quarantine_unreadable_packs()?;
     let manifests = repository.manifests();
     for id in manifests.ids()? {
+        let Err(error) = manifests.get(&id) else {
+            continue;
+        };
         if let Some(stray) = manifests.stray_entry(&id)? {
             report.manifests_left.push(stray);
-        } else if let Err(ServiceError::ManifestInvalid { .. }) = manifests.get(&id) {
+        } else if let ServiceError::ManifestInvalid { .. } = error {
             report
                 .manifests_quarantined
                 .push(manifests.quarantine(&id)?);

@@ -32,6 +32,7 @@ use crate::{BloomFilter, Fingerprint, Ring};
 
 const CONFIG_PATH: &str = "config.json";
 const SNAPSHOTS_DIR: &str = "snapshots";
+const INDEX_DIR: &str = "index";
 /// Bytes read from the start of a manifest for its label and time.
 const MANIFEST_HEAD_BYTES: usize = 16 * 1024;
 
@@ -133,14 +134,9 @@ impl ManifestStore {
         let path = self.path_of(id);
         match self.disk.read_range(&path, 0, 1) {
             Ok(_) => Ok(None),
-            Err(error) => match error.kind() {
-                std::io::ErrorKind::IsADirectory => {
-                    Ok(Some(format!("{path} is a directory, not a manifest file")))
-                }
-                std::io::ErrorKind::NotFound => Ok(Some(format!(
-                    "{path} is listed, but no file can be read there (a dangling link?)"
-                ))),
-                _ => Err(ServiceError::storage(&path, &error)),
+            Err(error) => match stray_description(&path, &error) {
+                Some(stray) => Ok(Some(stray)),
+                None => Err(ServiceError::storage(&path, &error)),
             },
         }
     }
@@ -154,7 +150,7 @@ impl ManifestStore {
             .disk
             .read(&path)
             .map_err(|error| ServiceError::storage(&path, &error))?;
-        let to = format!("quarantine/{SNAPSHOTS_DIR}/{id}.json");
+        let to = format!("{}/{SNAPSHOTS_DIR}/{id}.json", crate::store::QUARANTINE_DIR);
         let to = disk::free_path(self.disk.as_ref(), &to)
             .map_err(|error| ServiceError::storage(&to, &error))?;
         disk::write_atomic(self.disk.as_ref(), &to, &bytes)
@@ -210,10 +206,56 @@ fn manifest_read_error(id: &SnapshotId, path: &str, error: &std::io::Error) -> S
         std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
         std::io::ErrorKind::IsADirectory => ServiceError::ManifestInvalid {
             id: id.0.clone(),
-            problem: format!("{path} is a directory, not a manifest file"),
+            problem: stray_description(path, error).expect("a directory is a stray entry"),
         },
         _ => ServiceError::storage(path, error),
     }
+}
+
+/// What stands at manifest path `path` when reading it failed with `error`
+/// because no manifest file is there (a directory, a dangling link); `None`
+/// for any other failure.
+fn stray_description(path: &str, error: &std::io::Error) -> Option<String> {
+    match error.kind() {
+        std::io::ErrorKind::IsADirectory => {
+            Some(format!("{path} is a directory, not a manifest file"))
+        }
+        std::io::ErrorKind::NotFound => Some(format!(
+            "{path} is listed, but no file can be read there (a dangling link?)"
+        )),
+        _ => None,
+    }
+}
+
+/// Passes over listed snapshot `id` when `error` says it is damaged or
+/// holds no manifest file (logging `what` is done with it); any other
+/// error is the caller's.
+fn pass_over(id: &SnapshotId, error: ServiceError, what: &str) -> ServiceResult<()> {
+    match error {
+        ServiceError::ManifestInvalid { problem, .. } => {
+            tracing::warn!(snapshot = %id, %problem, "damaged manifest {what}");
+            Ok(())
+        }
+        ServiceError::SnapshotNotFound { .. } => {
+            tracing::warn!(snapshot = %id, "listed manifest unreadable (a dangling link?); {what}");
+            Ok(())
+        }
+        error => Err(error),
+    }
+}
+
+/// True for a name the repository itself keeps at its top level (what an
+/// interrupted creation may have left before `config.json`), temp files of
+/// its atomic writes included.
+pub fn is_repository_entry(name: &str) -> bool {
+    let own = [
+        CONFIG_PATH,
+        crate::store::DATA_DIR,
+        INDEX_DIR,
+        SNAPSHOTS_DIR,
+        crate::store::QUARANTINE_DIR,
+    ];
+    own.contains(&name) || disk::is_temp_name(name)
 }
 
 /// A repository directory served in-process.
@@ -279,7 +321,7 @@ impl Repository {
         }
         let ring = Ring::new(config.shard_count, config.vnodes_per_shard);
         let shards = (0..config.shard_count)
-            .map(|shard| Index::open(disk.clone(), &format!("index/{shard}"), config.mode))
+            .map(|shard| Index::open(disk.clone(), &format!("{INDEX_DIR}/{shard}"), config.mode))
             .collect::<ServiceResult<Vec<_>>>()?;
         let store = ChunkStore::open(disk.clone())?;
         let manifests = ManifestStore::new(disk.clone());
@@ -447,15 +489,7 @@ impl Repository {
                 Ok(manifest) => summaries.push(manifest.summary_as(id)),
                 // One damaged manifest must not hide the others (restore finds
                 // snapshots through this list); fsck names it.
-                Err(ServiceError::ManifestInvalid { problem, .. }) => {
-                    let message = "damaged manifest left out of the list";
-                    tracing::warn!(snapshot = %id, %problem, "{message}");
-                }
-                Err(ServiceError::SnapshotNotFound { .. }) => {
-                    let message = "listed manifest unreadable (a dangling link?); left out";
-                    tracing::warn!(snapshot = %id, "{message}");
-                }
-                Err(error) => return Err(error),
+                Err(error) => pass_over(&id, error, "left out of the list")?,
             }
         }
         summaries.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
@@ -468,20 +502,6 @@ impl Repository {
     /// manifest is passed over with a warning, and the next newest tried;
     /// one whose head cannot be read from its first bytes is read whole.
     pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
-        // Damaged, or no file under a listed name: passed over, with the
-        // problem; a storage failure is the caller's.
-        let pass_over = |id: &SnapshotId, error: ServiceError| match error {
-            ServiceError::ManifestInvalid { problem, .. } => {
-                tracing::warn!(snapshot = %id, %problem, "damaged manifest passed over");
-                Ok(())
-            }
-            ServiceError::SnapshotNotFound { .. } => {
-                let message = "listed manifest unreadable (a dangling link?); passed over";
-                tracing::warn!(snapshot = %id, "{message}");
-                Ok(())
-            }
-            error => Err(error),
-        };
         let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
             let head = match self.manifests.head_unchecked(&id) {
@@ -489,12 +509,12 @@ impl Repository {
                 Ok(None) => match self.manifests.get(&id) {
                     Ok(manifest) => (manifest.label, manifest.time_unix_ms),
                     Err(error) => {
-                        pass_over(&id, error)?;
+                        pass_over(&id, error, "passed over")?;
                         continue;
                     }
                 },
                 Err(error) => {
-                    pass_over(&id, error)?;
+                    pass_over(&id, error, "passed over")?;
                     continue;
                 }
             };
@@ -507,7 +527,7 @@ impl Repository {
             match self.manifests.get(&id) {
                 // A sound manifest's head is what its first bytes said.
                 Ok(manifest) => return Ok(Some((id, manifest))),
-                Err(error) => pass_over(&id, error)?,
+                Err(error) => pass_over(&id, error, "passed over")?,
             }
         }
         Ok(None)

@@ -22,9 +22,9 @@ use crate::service::{ChunkProblem, PutOutcome, ServiceError, ServiceResult};
 const PACK_MAGIC: &[u8; 8] = b"CCPACK01";
 const PACK_PREAMBLE_BYTES: usize = 12;
 const PACK_ENTRY_BYTES: usize = Fingerprint::SIZE_BYTES + 4;
-const DATA_DIR: &str = "data";
+pub(crate) const DATA_DIR: &str = "data";
 /// Where repair moves packs it cannot read (outside [`DATA_DIR`]).
-const QUARANTINE_DIR: &str = "quarantine";
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 
 /// A chunk's entry in a pack header: fingerprint, offset and length in bytes.
 type PackEntry = (Fingerprint, u64, u32);
