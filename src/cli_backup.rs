@@ -65,17 +65,25 @@ pub enum ParentChoice {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The snapshot id (a unique prefix is enough).
+    /// The snapshot id (a unique prefix is enough), or `latest`: the newest
+    /// snapshot, of the directory --source names if given.
     pub snapshot: String,
     /// The directory to restore into (absent or empty).
     pub target: PathBuf,
     /// The repository directory.
     #[arg(long)]
     pub repo: PathBuf,
+    /// With `latest`: the newest snapshot of this source directory (the
+    /// label `snapshots` shows), not of any.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
+
+/// The snapshot name `restore` takes for the newest snapshot.
+const LATEST: &str = "latest";
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
@@ -394,11 +402,18 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
     let _lock = lock_repository(repo, true)?;
     let repository = Repository::open_or_create(Arc::new(disk), RepoConfig::default())
         .with_context(|| format!("opening or creating the repository at {}", repo.display()))?;
+    let label = label_of(source);
+    let source: Arc<dyn Source> = Arc::new(FsSource::new(source));
+    backup_source(&repository, source, &label, parent)
+}
+
+/// The label a backup of `source` records: its canonical path, or the path
+/// as given where it has none (it is gone, or on another machine).
+fn label_of(source: &Path) -> String {
     let label = source
         .canonicalize()
         .unwrap_or_else(|_| source.to_path_buf());
-    let source: Arc<dyn Source> = Arc::new(FsSource::new(source));
-    backup_source(&repository, source, &label.display().to_string(), parent)
+    label.display().to_string()
 }
 
 /// The parent snapshot `choice` names, read from `repository`. A damaged
@@ -561,25 +576,58 @@ fn print_backup(summary: &BackupSummary) {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
+    if args.source.is_some() && args.snapshot != LATEST {
+        bail!(
+            "--source chooses among snapshots only with `{LATEST}`; {:?} names one already",
+            args.snapshot
+        );
+    }
+    if args.snapshot == LATEST {
+        let label = args.source.as_deref().map(label_of);
+        let newest = repository
+            .newest_manifest(label.as_deref())
+            .context("finding the newest snapshot")?;
+        let Some((id, _)) = newest else {
+            let of = label
+                .map(|label| format!(" of {label}"))
+                .unwrap_or_default();
+            bail!(
+                "the repository at {} holds no sound snapshot{of}; `crosscheck snapshots \
+                 --repo {}` lists the snapshots and their labels",
+                args.repo.display(),
+                args.repo.display()
+            );
+        };
+        return restore_snapshot(&repository, id, &args);
+    }
     let id = match repository.manifests().resolve(&args.snapshot) {
         Ok(id) => id,
         // Damage found in the repository, like a damaged chunk: exit 1.
         Err(error @ ServiceError::ManifestInvalid { .. }) => {
-            eprintln!(
-                "error: restoring snapshot {:?}: {error}; nothing was restored. \
-                 `crosscheck fsck` checks every manifest, and `fsck --repair` moves a damaged \
-                 one to quarantine/",
+            let message = format!(
+                "restoring snapshot {:?}: {error}; nothing was restored. `crosscheck fsck` \
+                 checks every manifest, and `fsck --repair` moves a damaged one to quarantine/",
                 args.snapshot
             );
+            crate::verdict::print_error(args.json, &message, Verdict::SafetyViolation);
             return Ok(Verdict::SafetyViolation);
         }
         Err(error) => {
             return Err(error).with_context(|| format!("finding snapshot {:?}", args.snapshot));
         }
     };
+    restore_snapshot(&repository, id, &args)
+}
+
+/// Restores snapshot `id`, found, as `args` ask.
+fn restore_snapshot(
+    repository: &Repository,
+    id: backup::SnapshotId,
+    args: &RestoreArgs,
+) -> anyhow::Result<Verdict> {
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
-    let result = pollster::block_on(backup::restore::restore(&repository, &id, &args.target));
+    let result = pollster::block_on(backup::restore::restore(repository, &id, &args.target));
     drop(bar);
     let (stats, unrestored, verdict) = match result {
         Ok(stats) => (stats, Vec::new(), Verdict::Holds),
@@ -588,7 +636,8 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
         }
         // The repository's content is at fault: damaged or unsafe.
         Err(error) => {
-            eprintln!("error: restoring snapshot {id}: {error}");
+            let message = format!("restoring snapshot {id}: {error}");
+            crate::verdict::print_error(args.json, &message, Verdict::SafetyViolation);
             match error {
                 // Damaged files were left out; the rest was restored.
                 RestoreError::Incomplete { stats, unrestored } => {

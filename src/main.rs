@@ -74,7 +74,19 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let json = verdict::json_asked(std::env::args_os());
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go out as clap prints them; a usage error, under
+        // --json, as the JSON error every failed command prints.
+        Err(error) if json && error.use_stderr() => {
+            let rendered = error.render().to_string();
+            let message = rendered.trim_start_matches("error: ").trim_end();
+            verdict::print_error(true, message, Verdict::UsageOrEnvironment);
+            std::process::exit(Verdict::UsageOrEnvironment.exit_code());
+        }
+        Err(error) => error.exit(),
+    };
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
@@ -96,8 +108,9 @@ fn main() {
     let verdict = match result {
         Ok(verdict) => verdict,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            Verdict::UsageOrEnvironment
+            let verdict = Verdict::UsageOrEnvironment;
+            verdict::print_error(json, &format!("{error:#}"), verdict);
+            verdict
         }
     };
     std::process::exit(verdict.exit_code());

@@ -899,10 +899,160 @@ fn a_prefix_naming_a_damaged_manifest_never_restores_another_snapshot() {
         "ambiguous, counting the damaged one: {stderr}"
     );
     let output = restore(&damaged[..20], &scratch.path().join("out"), &repo);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "damage found: {stderr}");
-    assert!(stderr.contains("damaged"), "the damage is named: {stderr}");
+    let error = json_error(&output);
+    assert_eq!(output.status.code(), Some(1), "damage found: {error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("damaged"),
+        "the damage is named: {error}"
+    );
     assert!(!scratch.path().join("out").exists(), "nothing restored");
+}
+
+/// A failed command run with `--json` prints one JSON object on stderr, with
+/// the exit code it exits with; returns it.
+fn json_error(output: &Output) -> Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error: Value = serde_json::from_str(stderr.trim()).unwrap_or_else(|problem| {
+        panic!("stderr under --json is not one JSON object ({problem}):\n{stderr}")
+    });
+    assert!(error["error"].is_string(), "{error}");
+    assert_eq!(
+        error["exit_code"].as_i64(),
+        output.status.code().map(i64::from),
+        "{error}"
+    );
+    error
+}
+
+/// Under `--json` every kind of failure reads as JSON: a usage error clap
+/// finds, a snapshot that is not there, a repository that is not there. The
+/// same failures without `--json` are prose, and help is still help.
+#[test]
+fn failures_under_json_are_one_json_object_on_stderr() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    write_tree(&source, &mut ChaCha8Rng::seed_from_u64(13), 2, 100);
+    backup(&source, &repo);
+    let target = scratch.path().join("t");
+    let cases: [(Vec<&std::ffi::OsStr>, &str); 3] = [
+        (
+            vec!["snapshots".as_ref(), "--json".as_ref(), "--bogus".as_ref()],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["restore".as_ref(), "zzzz".as_ref(), target.as_os_str()],
+            "no snapshot matches",
+        ),
+        (
+            vec!["fsck".as_ref(), "--repo".as_ref(), target.as_os_str()],
+            "expected a repository directory",
+        ),
+    ];
+    for (mut args, expected) in cases {
+        if args[0] == "restore" {
+            args.extend(["--repo".as_ref(), repo.as_os_str()]);
+        }
+        let prose = crosscheck(
+            &args
+                .iter()
+                .copied()
+                .filter(|a| *a != "--json")
+                .collect::<Vec<_>>(),
+        );
+        let prose = String::from_utf8_lossy(&prose.stderr).into_owned();
+        assert!(
+            prose.starts_with("error: ") && prose.contains(expected),
+            "{prose}"
+        );
+        if !args.contains(&"--json".as_ref()) {
+            args.push("--json".as_ref());
+        }
+        let output = crosscheck(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let error = json_error(&output);
+        assert!(
+            error["error"].as_str().unwrap().contains(expected),
+            "{error}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let help = crosscheck(&["snapshots".as_ref(), "--help".as_ref(), "--json".as_ref()]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"));
+}
+
+/// `restore latest` restores the newest snapshot, and with `--source` the
+/// newest of that directory; a source with no snapshot, or `--source` with
+/// an id, is a usage error that restores nothing.
+#[test]
+fn restore_latest_takes_the_newest_snapshot_or_the_newest_of_a_source() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let (first, second) = (scratch.path().join("first"), scratch.path().join("second"));
+    write_tree(&first, &mut ChaCha8Rng::seed_from_u64(14), 4, 5000);
+    write_tree(&second, &mut ChaCha8Rng::seed_from_u64(15), 3, 5000);
+    let old_first = snapshot_id(&backup(&first, &repo));
+    // Snapshot times are in milliseconds: each backup is a later one.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    fs::write(first.join("later"), b"written after the first backup").unwrap();
+    let new_first = snapshot_id(&backup(&first, &repo));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let newest = snapshot_id(&backup(&second, &repo));
+    assert_ne!(old_first, new_first);
+    let restore_latest = |target: &Path, source: Option<&Path>| {
+        let mut args = vec![
+            "restore".as_ref(),
+            "latest".as_ref(),
+            target.as_os_str(),
+            "--repo".as_ref(),
+            repo.as_os_str(),
+            "--json".as_ref(),
+        ];
+        args.extend(
+            source
+                .map(|source| ["--source".as_ref(), source.as_os_str()])
+                .into_iter()
+                .flatten(),
+        );
+        crosscheck(&args)
+    };
+    for (source, expected_id, tree) in
+        [(None, &newest, &second), (Some(&first), &new_first, &first)]
+    {
+        let target = scratch.path().join(format!("out-{}", expected_id));
+        let output = restore_latest(&target, source.map(PathBuf::as_path));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["snapshot_id"].as_str(), Some(expected_id.as_str()));
+        assert_eq!(tree_digest(&target), tree_digest(tree));
+    }
+    let none = scratch.path().join("out-none");
+    let output = restore_latest(&none, Some(&scratch.path().join("never-backed-up")));
+    assert_eq!(output.status.code(), Some(2));
+    let error = json_error(&output);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("no sound snapshot of"),
+        "{error}"
+    );
+    let output = crosscheck(&[
+        "restore".as_ref(),
+        old_first[..12].as_ref(),
+        none.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--source".as_ref(),
+        first.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only with `latest`"));
+    assert!(!none.exists(), "nothing restored");
 }
 
 /// An entry that cannot be read (here a name that is not UTF-8, which a

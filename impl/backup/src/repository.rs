@@ -502,6 +502,15 @@ impl Repository {
     /// manifest is passed over with a warning, and the next newest tried;
     /// one whose head cannot be read from its first bytes is read whole.
     pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
+        self.newest_manifest(Some(label))
+    }
+
+    /// As [`Repository::latest_manifest`], over the snapshots of every label
+    /// when `label` is `None`.
+    pub fn newest_manifest(
+        &self,
+        label: Option<&str>,
+    ) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
         let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
             let head = match self.manifests.head_unchecked(&id) {
@@ -518,7 +527,7 @@ impl Repository {
                     continue;
                 }
             };
-            if head.0 == label {
+            if label.is_none_or(|label| head.0 == label) {
                 candidates.push((head.1, id));
             }
         }

@@ -165,7 +165,8 @@ fn a_parent_from_another_tree_reuses_nothing() {
 }
 
 /// The parent the CLI picks by default: the newest snapshot with the same
-/// label, by time, found past other labels and past a damaged manifest.
+/// label, by time, found past other labels and past a damaged manifest; and
+/// the newest over every label.
 #[test]
 fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
     let source = tempfile::tempdir().unwrap();
@@ -203,12 +204,18 @@ fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
     std::fs::write(&path, bytes).unwrap();
     assert_eq!(repository.latest_snapshot("a").unwrap(), Some(middle));
     assert_eq!(repository.latest_snapshot("c").unwrap(), None);
+    // Over every label, the newest is "b" at 40 (what `restore latest` picks).
+    let (newest, manifest) = repository.newest_manifest(None).unwrap().unwrap();
+    assert_eq!((manifest.label.as_str(), manifest.time_unix_ms), ("b", 40));
+    assert_eq!(newest, repository.latest_snapshot("b").unwrap().unwrap());
     // A label too long for the head read: those manifests are read whole,
     // and the newest is still the one chosen, its manifest with it.
     let long = "l".repeat(40_000);
     let long_newer = snapshot(&long, 50);
     snapshot(&long, 45);
     let (found, manifest) = repository.latest_manifest(&long).unwrap().unwrap();
-    assert_eq!((found, manifest.time_unix_ms), (long_newer, 50));
+    assert_eq!((found, manifest.time_unix_ms), (long_newer.clone(), 50));
     assert_eq!(manifest.label, long);
+    let (newest, _) = repository.newest_manifest(None).unwrap().unwrap();
+    assert_eq!(newest, long_newer);
 }
