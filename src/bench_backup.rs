@@ -105,7 +105,7 @@ struct Report {
 
 impl Report {
     fn add(&mut self, name: &str, value: f64, unit: &'static str, command: &str) {
-        eprintln!("bench: {name} = {value:.3} {unit}");
+        crate::output::note!("bench: {name} = {value:.3} {unit}");
         self.measurements.push(Measurement {
             name: name.to_string(),
             value,
@@ -163,7 +163,7 @@ pub fn run(args: BenchBackupArgs, chunk_sizes: ChunkSizes) -> anyhow::Result<Ver
         edits_per_version: 64,
         edit_bytes_max: 64 * 1024,
     };
-    eprintln!(
+    crate::output::note!(
         "bench: seed={} size_mib={} data={}",
         spec.seed,
         args.size_mib,
@@ -210,7 +210,7 @@ fn ensure_restic() -> anyhow::Result<PathBuf> {
         return Ok(path);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-setup");
-    eprintln!("bench: restic not found; running {}", script.display());
+    crate::output::note!("bench: restic not found; running {}", script.display());
     let status = Command::new(&script).status();
     match (status, find_on_path("restic")) {
         (Ok(status), Some(path)) if status.success() => Ok(path),
@@ -245,7 +245,7 @@ fn generate_data(dir: &Path, spec: &DataSpec) -> anyhow::Result<Vec<PathBuf>> {
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     if existing.as_ref() == Some(spec) {
-        eprintln!("bench: reusing the data in {} (same spec)", dir.display());
+        crate::output::note!("bench: reusing the data in {} (same spec)", dir.display());
         return Ok(versions);
     }
     let started = Instant::now();
@@ -261,7 +261,7 @@ fn generate_data(dir: &Path, spec: &DataSpec) -> anyhow::Result<Vec<PathBuf>> {
         write_edited_version(&pair[0], &pair[1], spec, &mut rng)?;
     }
     fs::write(&marker, serde_json::to_vec(spec)?)?;
-    eprintln!(
+    crate::output::note!(
         "bench: generated 3 versions in {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -430,7 +430,7 @@ fn record_load(report: &mut Report, when: &str) {
         "/proc/loadavg",
     );
     if load > 1.0 {
-        eprintln!("bench: warning: load {load:.2} {when}: other work shares the cores");
+        crate::output::note!("bench: warning: load {load:.2} {when}: other work shares the cores");
     }
 }
 
@@ -533,7 +533,7 @@ fn measure_ceiling(report: &mut Report, version: &Path, sizes: ChunkSizes) -> an
                 version.display()
             ),
         ),
-        Err(error) => eprintln!("bench: skipping the openssl reference: {error:#}"),
+        Err(error) => crate::output::note!("bench: skipping the openssl reference: {error:#}"),
     }
     Ok(())
 }
@@ -999,7 +999,7 @@ fn restic_summary(stdout: &str) -> anyhow::Result<serde_json::Value> {
 /// HTML files, the opposite of the generated data.
 fn measure_docs(report: &mut Report, contenders: &Contenders) -> anyhow::Result<()> {
     let Some(docs) = rust_docs_dir() else {
-        eprintln!("bench: no Rust documentation tree in this toolchain; skipping it");
+        crate::output::note!("bench: no Rust documentation tree in this toolchain; skipping it");
         return Ok(());
     };
     warm_page_cache(&docs)?;
@@ -1024,7 +1024,7 @@ fn sweep_chunk_sizes(versions: &[PathBuf], default: ChunkSizes) -> anyhow::Resul
         let sizes = default.with_avg(avg_kib * 1024);
         let started = Instant::now();
         let row = dedup_at(&files, sizes)?;
-        eprintln!(
+        crate::output::note!(
             "bench: avg {avg_kib} KiB chunks: dedup {:.3}x, {} unique chunks ({:.1} s)",
             row.dedup_ratio,
             row.unique_chunks,

@@ -375,12 +375,13 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<Verdict> {
     let unreadable = summary.skipped.iter().filter(|skipped| skipped.unreadable);
     let unreadable_count = unreadable.count();
     if unreadable_count > 0 {
-        eprintln!(
+        let message = format!(
             "incomplete: {unreadable_count} entries could not be read, so snapshot {} lacks \
              them (an unreadable directory is kept, empty); each is listed under skipped with \
              the reason, and the rest is backed up. Back up again once they can be read",
             summary.snapshot_id
         );
+        crate::output::print_error(&message, Verdict::LivenessViolation);
         return Ok(Verdict::LivenessViolation);
     }
     Ok(Verdict::Holds)
@@ -609,7 +610,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
                  checks every manifest, and `fsck --repair` moves a damaged one to quarantine/",
                 args.snapshot
             );
-            crate::verdict::print_error(args.json, &message, Verdict::SafetyViolation);
+            crate::output::print_error(&message, Verdict::SafetyViolation);
             return Ok(Verdict::SafetyViolation);
         }
         Err(error) => {
@@ -637,7 +638,7 @@ fn restore_snapshot(
         // The repository's content is at fault: damaged or unsafe.
         Err(error) => {
             let message = format!("restoring snapshot {id}: {error}");
-            crate::verdict::print_error(args.json, &message, Verdict::SafetyViolation);
+            crate::output::print_error(&message, Verdict::SafetyViolation);
             match error {
                 // Damaged files were left out; the rest was restored.
                 RestoreError::Incomplete { stats, unrestored } => {

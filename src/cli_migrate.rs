@@ -109,7 +109,8 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<Verdict> {
     let report = match live::run_fixed(x.as_ref(), y.as_ref(), log.as_mut(), &config) {
         Ok(report) => report,
         Err(error @ LiveError::VerifyDidNotConverge { .. }) => {
-            eprintln!("liveness violation: {error}");
+            let message = format!("liveness violation: {error}");
+            crate::output::print_error(&message, Verdict::LivenessViolation);
             return Ok(Verdict::LivenessViolation);
         }
         Err(error) => return Err(error).context("the migration failed"),
@@ -158,7 +159,7 @@ fn prepare(
              state file (or pass another --state) to migrate again"
         ),
         Some(record) => {
-            eprintln!("resuming the recorded migration in phase {}", record.phase);
+            crate::output::note!("resuming the recorded migration in phase {}", record.phase);
             return Ok(0);
         }
         None => {}
@@ -305,7 +306,7 @@ pub fn bench(args: BenchMigrationArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     seed_keys(x.as_ref(), args.keys, 10_000)?;
     let seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
+    crate::output::note!(
         "seeded {} keys into SQLite in {seed_seconds:.1} s",
         args.keys
     );
@@ -313,7 +314,7 @@ pub fn bench(args: BenchMigrationArgs) -> anyhow::Result<Verdict> {
     let bulk = StoreUrl::Redb(paths[2].clone()).open()?;
     let bulk_seconds = bulk_copy(x.as_ref(), bulk.as_ref(), args.batch_keys)?;
     let bulk_keys_per_second = args.keys as f64 / bulk_seconds;
-    eprintln!("bulk copy: {bulk_keys_per_second:.0} keys/s");
+    crate::output::note!("bulk copy: {bulk_keys_per_second:.0} keys/s");
     drop(bulk);
 
     let y = StoreUrl::Redb(paths[1].clone()).open()?;

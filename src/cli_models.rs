@@ -369,7 +369,7 @@ pub fn bench(args: BenchModelsArgs) -> anyhow::Result<Verdict> {
             continue;
         }
         let params: Vec<String> = params.iter().map(ToString::to_string).collect();
-        eprintln!(
+        crate::output::note!(
             "bench: {name} {variant} {} with {threads} threads ...",
             params.join(" ")
         );

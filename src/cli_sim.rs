@@ -86,7 +86,7 @@ fn scenario_named(name: &str, from_dir: Option<&Path>) -> anyhow::Result<Box<dyn
         ("backup", None) => Ok(Box::new(BackupScenario::default())),
         ("backup", Some(dir)) => {
             let base = DirectoryBase::read(dir, DirectoryLimits::default())?;
-            eprintln!("workload: {base}");
+            crate::output::note!("workload: {base}");
             Ok(Box::new(BackupScenario::from_directory(base)))
         }
         ("migration", None) => Ok(Box::new(sim::migration::MigrationScenario)),
@@ -149,7 +149,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
         bail!("--jobs 0: expected at least one worker thread");
     }
     let first_seed = args.seed.unwrap_or(CI_BASE_SEED);
-    eprintln!(
+    crate::output::note!(
         "sim {}: variant={variant} seeds={}..{} jobs={jobs} {}",
         scenario.name(),
         first_seed,
@@ -285,7 +285,9 @@ struct BenchFigures {
 
 pub fn bench(args: BenchSimArgs) -> anyhow::Result<Verdict> {
     if cfg!(debug_assertions) {
-        eprintln!("bench sim: this is a debug build; figures are for `--release` builds");
+        crate::output::note!(
+            "bench sim: this is a debug build; figures are for `--release` builds"
+        );
     }
     let scenario = BackupScenario::default();
     let jobs = default_jobs();

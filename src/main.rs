@@ -9,6 +9,7 @@ mod cli_backup;
 mod cli_migrate;
 mod cli_models;
 mod cli_sim;
+mod output;
 mod verdict;
 mod verify;
 
@@ -74,7 +75,8 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let json = verdict::json_asked(std::env::args_os());
+    let json = output::json_asked(std::env::args_os());
+    output::set_json(json);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go out as clap prints them; a usage error, under
@@ -82,12 +84,12 @@ fn main() {
         Err(error) if json && error.use_stderr() => {
             let rendered = error.render().to_string();
             let message = rendered.trim_start_matches("error: ").trim_end();
-            verdict::print_error(true, message, Verdict::UsageOrEnvironment);
+            output::print_error(message, Verdict::UsageOrEnvironment);
             std::process::exit(Verdict::UsageOrEnvironment.exit_code());
         }
         Err(error) => error.exit(),
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, json);
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Backup(args) => cli_backup::backup(args),
@@ -109,14 +111,16 @@ fn main() {
         Ok(verdict) => verdict,
         Err(error) => {
             let verdict = Verdict::UsageOrEnvironment;
-            verdict::print_error(json, &format!("{error:#}"), verdict);
+            output::print_error(&format!("{error:#}"), verdict);
             verdict
         }
     };
     std::process::exit(verdict.exit_code());
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr: as text, or under `--json` as one JSON object a line,
+/// so that everything a script reads from a `--json` run parses.
+fn init_tracing(verbose: u8, json: bool) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -126,9 +130,12 @@ fn init_tracing(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CROSSCHECK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }

@@ -39,23 +39,3 @@ impl Verdict {
         }
     }
 }
-
-/// Whether the command line asks for `--json` (before any `--`, after which
-/// everything is an operand).
-pub fn json_asked(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
-    args.into_iter()
-        .take_while(|arg| arg != "--")
-        .any(|arg| arg == "--json")
-}
-
-/// Prints why a command failed on stderr: `error: <message>` for a person,
-/// or, under `--json`, one line of JSON for a script,
-/// `{"error": "<message>", "exit_code": N}`, N being the code it exits with.
-pub fn print_error(json: bool, message: &str, verdict: Verdict) {
-    if json {
-        let error = serde_json::json!({ "error": message, "exit_code": verdict.exit_code() });
-        eprintln!("{error}");
-    } else {
-        eprintln!("error: {message}");
-    }
-}

@@ -45,11 +45,11 @@ const AREAS: &[(&str, AreaCheck)] = &[
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
-    eprintln!("verify: {} areas: {}", AREAS.len(), area_names());
+    crate::output::note!("verify: {} areas: {}", AREAS.len(), area_names());
     let mut rows = Vec::new();
     for (area, check) in AREAS {
         let area_started = Instant::now();
-        eprintln!("verify: {area} ...");
+        crate::output::note!("verify: {area} ...");
         match check() {
             Ok(area_rows) => rows.extend(area_rows),
             Err(error) => rows.push(Row {
@@ -59,7 +59,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Verdict> {
                 detail: format!("{error:#}"),
             }),
         }
-        eprintln!(
+        crate::output::note!(
             "verify: {area} done in {:.1} s",
             area_started.elapsed().as_secs_f64()
         );

@@ -1077,11 +1077,14 @@ fn a_backup_that_could_not_read_an_entry_commits_the_rest_and_exits_3() {
         repo.as_os_str(),
         "--json".as_ref(),
     ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let error = json_error(&output);
+    assert_eq!(output.status.code(), Some(3), "{error}");
     assert!(
-        stderr.contains("incomplete: 1 entries could not be read"),
-        "{stderr}"
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("incomplete: 1 entries could not be read"),
+        "{error}"
     );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["files"], 1, "{report}");

@@ -82,6 +82,14 @@ fn a_short_batch_of_a_correct_variant_passes_and_reports_json() {
     assert_eq!(report["summary"]["seeds_run"], 16);
     assert_eq!(report["summary"]["seeds_failed"], 0);
     assert!(report["simulated_s"].as_f64().unwrap() > 1.0);
+    // Under --json, stderr is JSON too: the run's seeds and settings as a note.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let notes: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect();
+    let settings = notes[0]["note"].as_str().unwrap_or_default();
+    assert!(settings.contains("variant=optimistic seeds="), "{stderr}");
 }
 
 #[test]

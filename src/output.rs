@@ -1,0 +1,53 @@
+//! Where a command's words go besides its result on stdout: notes on its
+//! progress and the reason it failed, on stderr. Under `--json` every line
+//! there is a JSON object, so that a script reads all of a run's output as
+//! JSON: `{"note": ...}`, `{"error": ..., "exit_code": N}`, and log events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::verdict::Verdict;
+
+/// Whether this run prints JSON; set once, at start-up.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the command line asks for `--json` (before any `--`, after which
+/// everything is an operand).
+pub fn json_asked(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json")
+}
+
+/// Sets the output mode for the rest of the run.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// Prints a note on a command's progress: the text, or `{"note": text}`.
+pub fn print_note(text: std::fmt::Arguments<'_>) {
+    if JSON.load(Ordering::Relaxed) {
+        eprintln!("{}", serde_json::json!({ "note": text.to_string() }));
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// Prints why a command failed: `error: <message>` for a person, or one
+/// JSON object for a script, `{"error": "<message>", "exit_code": N}`, N
+/// being the code the command exits with.
+pub fn print_error(message: &str, verdict: Verdict) {
+    if JSON.load(Ordering::Relaxed) {
+        let error = serde_json::json!({ "error": message, "exit_code": verdict.exit_code() });
+        eprintln!("{error}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// [`print_note`] with `format!` arguments.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::output::print_note(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;
