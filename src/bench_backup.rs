@@ -211,16 +211,26 @@ fn ensure_restic() -> anyhow::Result<PathBuf> {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-setup");
     crate::output::note!("bench: restic not found; running {}", script.display());
-    let status = Command::new(&script).status();
-    match (status, find_on_path("restic")) {
-        (Ok(status), Some(path)) if status.success() => Ok(path),
-        (status, _) => bail!(
-            "expected restic on PATH for the comparison; found none, and {} ended with {:?}. \
-             Run `sudo {}` (it installs Debian's restic with apt-get), or pass --no-restic",
-            script.display(),
-            status.map(|s| s.to_string()),
-            script.display()
-        ),
+    // Its words are kept for the error, not mixed into this run's output.
+    let run = Command::new(&script).output();
+    match (run, find_on_path("restic")) {
+        (Ok(run), Some(path)) if run.status.success() => Ok(path),
+        (run, _) => {
+            let ended = match run {
+                Ok(run) => format!(
+                    "ended with {}, saying: {}",
+                    run.status,
+                    String::from_utf8_lossy(&run.stderr).trim()
+                ),
+                Err(error) => format!("could not be started: {error}"),
+            };
+            bail!(
+                "expected restic on PATH for the comparison; found none, and {} {ended}. \
+                 Install restic (Debian: `apt-get install restic`, which that script runs), \
+                 or pass --no-restic",
+                script.display(),
+            )
+        }
     }
 }
 

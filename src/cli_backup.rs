@@ -9,7 +9,6 @@
 //! target) is a safety violation (exit 1); a wrong argument or an unusable
 //! directory is a usage error (exit 2).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -200,12 +199,13 @@ impl Clock for RealClock {
     }
 }
 
-/// A progress bar over bytes, drawn only when stderr is a terminal.
+/// A progress bar over bytes, drawn only when stderr is a terminal (and
+/// not under `--json`).
 struct ByteBar(ProgressBar);
 
 impl ByteBar {
     fn new(message: &'static str) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
+        let bar = if crate::output::progress_drawn() {
             ProgressBar::new(0)
         } else {
             ProgressBar::hidden()
@@ -218,7 +218,7 @@ impl ByteBar {
 
     /// A spinner for work whose size is not known up front.
     fn spinner(message: &'static str) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
+        let bar = if crate::output::progress_drawn() {
             ProgressBar::new_spinner()
         } else {
             ProgressBar::hidden()
@@ -350,6 +350,16 @@ fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Re
             repo.display()
         );
     }
+    if !repo.join(backup::repository::CONFIG_PATH).exists() {
+        // No lock file is left in a directory that is not a repository.
+        bail!(
+            "expected a repository at {}; found no {} there, so it is not one. \
+             `crosscheck backup <DIR> --repo {}` creates one",
+            repo.display(),
+            backup::repository::CONFIG_PATH,
+            repo.display()
+        );
+    }
     let lock = lock_repository(repo, exclusive)?;
     let disk = RealDisk::open(repo).with_context(|| format!("opening {}", repo.display()))?;
     let repository = Repository::open(Arc::new(disk))
@@ -397,24 +407,47 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
             source.display()
         );
     }
+    let label = label_of(source)?;
     refuse_foreign_directory(repo)?;
     let disk = RealDisk::open(repo)
         .with_context(|| format!("creating the repository directory {}", repo.display()))?;
     let _lock = lock_repository(repo, true)?;
     let repository = Repository::open_or_create(Arc::new(disk), RepoConfig::default())
         .with_context(|| format!("opening or creating the repository at {}", repo.display()))?;
-    let label = label_of(source);
     let source: Arc<dyn Source> = Arc::new(FsSource::new(source));
     backup_source(&repository, source, &label, parent)
 }
 
-/// The label a backup of `source` records: its canonical path, or the path
-/// as given where it has none (it is gone, or on another machine).
-fn label_of(source: &Path) -> String {
-    let label = source
-        .canonicalize()
-        .unwrap_or_else(|_| source.to_path_buf());
-    label.display().to_string()
+/// The label a backup of `source` records: its canonical path; where it has
+/// none (it is gone, or was on another machine), its absolute path with `.`
+/// and `..` worked out by name, which is what a backup made when it existed
+/// records unless a symlink was on the way. Refused if it is not UTF-8: a
+/// label is text, and two paths must never share one.
+fn label_of(source: &Path) -> anyhow::Result<String> {
+    let path = match source.canonicalize() {
+        Ok(path) => path,
+        Err(_) => {
+            let absolute = std::path::absolute(source)
+                .with_context(|| format!("making {} an absolute path", source.display()))?;
+            let mut normal = PathBuf::new();
+            for component in absolute.components() {
+                match component {
+                    std::path::Component::ParentDir => {
+                        normal.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    component => normal.push(component),
+                }
+            }
+            normal
+        }
+    };
+    path.into_os_string().into_string().map_err(|path| {
+        anyhow::anyhow!(
+            "expected a directory whose path is UTF-8, since a snapshot's label is text; \
+             {path:?} is not. Back up a directory whose path is UTF-8"
+        )
+    })
 }
 
 /// The parent snapshot `choice` names, read from `repository`. A damaged
@@ -584,22 +617,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
         );
     }
     if args.snapshot == LATEST {
-        let label = args.source.as_deref().map(label_of);
-        let newest = repository
-            .newest_manifest(label.as_deref())
-            .context("finding the newest snapshot")?;
-        let Some((id, _)) = newest else {
-            let of = label
-                .map(|label| format!(" of {label}"))
-                .unwrap_or_default();
-            bail!(
-                "the repository at {} holds no sound snapshot{of}; `crosscheck snapshots \
-                 --repo {}` lists the snapshots and their labels",
-                args.repo.display(),
-                args.repo.display()
-            );
-        };
-        return restore_snapshot(&repository, id, &args);
+        return restore_latest(&repository, &args);
     }
     let id = match repository.manifests().resolve(&args.snapshot) {
         Ok(id) => id,
@@ -617,13 +635,67 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
             return Err(error).with_context(|| format!("finding snapshot {:?}", args.snapshot));
         }
     };
-    restore_snapshot(&repository, id, &args)
+    // Label and time for the report; the restore checks the whole manifest.
+    let head = repository.manifests().head_unchecked(&id).ok().flatten();
+    restore_snapshot(&repository, id, head, &[], &args)
 }
 
-/// Restores snapshot `id`, found, as `args` ask.
+/// `restore latest`: the newest sound snapshot (of `--source`), restored.
+/// Damaged manifests that could have been newer are passed over, named, and
+/// make the exit code 1: the restore went on, but damage was found.
+fn restore_latest(repository: &Repository, args: &RestoreArgs) -> anyhow::Result<Verdict> {
+    let label = args.source.as_deref().map(label_of).transpose()?;
+    let newest = repository
+        .newest_manifest(label.as_deref())
+        .context("finding the newest snapshot")?;
+    let of = label
+        .as_ref()
+        .map(|label| format!(" of {label}"))
+        .unwrap_or_default();
+    let repo = args.repo.display();
+    let passed_over: Vec<String> = newest.passed_over.iter().map(|id| id.0.clone()).collect();
+    let damage = format!(
+        "{} damaged snapshot manifest(s) passed over ({}); `crosscheck fsck --repo {repo}` \
+         names the damage, and `fsck --repair` moves damaged manifests to quarantine/",
+        passed_over.len(),
+        passed_over.join(", ")
+    );
+    let Some((id, manifest)) = newest.found else {
+        if !passed_over.is_empty() {
+            let message = format!("no sound snapshot{of}, so nothing was restored: {damage}");
+            crate::output::print_error(&message, Verdict::SafetyViolation);
+            return Ok(Verdict::SafetyViolation);
+        }
+        let held = match newest.labels.len() {
+            0 => "it holds no snapshot at all".to_string(),
+            _ => {
+                let labels: Vec<&str> = newest.labels.iter().map(String::as_str).collect();
+                format!("it holds snapshots of {}", labels.join(", "))
+            }
+        };
+        bail!(
+            "expected a snapshot{of} in the repository at {repo}; {held} (a label is the \
+             absolute, canonical path of the directory backed up)"
+        );
+    };
+    let head = Some((manifest.label, manifest.time_unix_ms));
+    let verdict = restore_snapshot(repository, id.clone(), head, &passed_over, args)?;
+    if passed_over.is_empty() {
+        return Ok(verdict);
+    }
+    let verdict = verdict.combine(Verdict::SafetyViolation);
+    let message = format!("restored {id}, the newest sound snapshot{of}, past {damage}");
+    crate::output::print_error(&message, verdict);
+    Ok(verdict)
+}
+
+/// Restores snapshot `id`, found, as `args` ask. `head` (label and time) and
+/// `passed_over` (damaged snapshots skipped to find it) go into the report.
 fn restore_snapshot(
     repository: &Repository,
     id: backup::SnapshotId,
+    head: Option<(String, u64)>,
+    passed_over: &[String],
     args: &RestoreArgs,
 ) -> anyhow::Result<Verdict> {
     let bar = ByteBar::spinner("restoring");
@@ -652,6 +724,10 @@ fn restore_snapshot(
     if args.json {
         let mut value = serde_json::to_value(&stats)?;
         value["snapshot_id"] = id.0.clone().into();
+        let (label, time_unix_ms) = head.unzip();
+        value["label"] = label.into();
+        value["time_unix_ms"] = time_unix_ms.into();
+        value["passed_over"] = passed_over.into();
         value["seconds"] = seconds.into();
         value["unrestored"] = serde_json::to_value(&unrestored)?;
         println!("{}", serde_json::to_string_pretty(&value)?);

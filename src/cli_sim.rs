@@ -149,12 +149,19 @@ pub fn sim(args: SimArgs) -> anyhow::Result<Verdict> {
         bail!("--jobs 0: expected at least one worker thread");
     }
     let first_seed = args.seed.unwrap_or(CI_BASE_SEED);
+    let Some(last_seed) = first_seed.checked_add(args.seeds - 1) else {
+        bail!(
+            "--seed {first_seed} --seeds {}: the last seed would pass {}; expected a range \
+             that ends within u64",
+            args.seeds,
+            u64::MAX
+        );
+    };
+    let settings = scenario.settings();
     crate::output::note!(
-        "sim {}: variant={variant} seeds={}..{} jobs={jobs} {}",
+        "sim {}: variant={variant} seeds={first_seed}..{last_seed} jobs={jobs}{}{settings}",
         scenario.name(),
-        first_seed,
-        first_seed + args.seeds - 1,
-        scenario.settings()
+        if settings.is_empty() { "" } else { " " },
     );
     let bar = progress_bar(args.seeds, args.json);
     let started = Instant::now();

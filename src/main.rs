@@ -90,7 +90,33 @@ fn main() {
         Err(error) => error.exit(),
     };
     init_tracing(cli.verbose, json);
-    let result = match cli.command {
+    output::install_panic_hook();
+    // A panic (a bug, or stdout that cannot be written) ends the run as an
+    // error with a documented exit code, in JSON under --json.
+    let result = std::panic::catch_unwind(|| run(cli.command));
+    let verdict = match result {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(error)) => {
+            let verdict = Verdict::UsageOrEnvironment;
+            output::print_error(&format!("{error:#}"), verdict);
+            verdict
+        }
+        Err(payload) => {
+            let verdict = Verdict::UsageOrEnvironment;
+            let message = format!(
+                "crosscheck stopped on an internal error: {} (a bug, or output it could not \
+                 write; the lines above say where)",
+                output::panic_text(payload.as_ref())
+            );
+            output::print_error(&message, verdict);
+            verdict
+        }
+    };
+    std::process::exit(verdict.exit_code());
+}
+
+fn run(command: Command) -> anyhow::Result<Verdict> {
+    match command {
         Command::Verify(args) => verify::run(args),
         Command::Backup(args) => cli_backup::backup(args),
         Command::Restore(args) => cli_backup::restore(args),
@@ -106,16 +132,7 @@ fn main() {
         Command::Bench(BenchCommand::Models(args)) => cli_models::bench(args),
         Command::Bench(BenchCommand::Sim(args)) => cli_sim::bench(args),
         Command::Bench(BenchCommand::Migration(args)) => cli_migrate::bench(args),
-    };
-    let verdict = match result {
-        Ok(verdict) => verdict,
-        Err(error) => {
-            let verdict = Verdict::UsageOrEnvironment;
-            output::print_error(&format!("{error:#}"), verdict);
-            verdict
-        }
-    };
-    std::process::exit(verdict.exit_code());
+    }
 }
 
 /// Logs go to stderr: as text, or under `--json` as one JSON object a line,

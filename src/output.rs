@@ -15,12 +15,18 @@ static JSON: AtomicBool = AtomicBool::new(false);
 pub fn json_asked(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
     args.into_iter()
         .take_while(|arg| arg != "--")
-        .any(|arg| arg == "--json")
+        .any(|arg| arg == "--json" || arg.to_str().is_some_and(|arg| arg.starts_with("--json=")))
 }
 
 /// Sets the output mode for the rest of the run.
 pub fn set_json(json: bool) {
     JSON.store(json, Ordering::Relaxed);
+}
+
+/// Whether progress bars are drawn: on a terminal, and never under `--json`.
+pub fn progress_drawn() -> bool {
+    use std::io::IsTerminal;
+    !JSON.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
 }
 
 /// Prints a note on a command's progress: the text, or `{"note": text}`.
@@ -41,6 +47,30 @@ pub fn print_error(message: &str, verdict: Verdict) {
         eprintln!("{error}");
     } else {
         eprintln!("error: {message}");
+    }
+}
+
+/// Under `--json`, a panic anywhere is reported as one JSON object,
+/// `{"panic": message, "at": "file:line:column"}`, not as prose.
+pub fn install_panic_hook() {
+    if !JSON.load(Ordering::Relaxed) {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(ToString::to_string);
+        let panic = serde_json::json!({ "panic": panic_text(info.payload()), "at": at });
+        eprintln!("{panic}");
+    }));
+}
+
+/// A panic's message, when it has one.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "a panic without a message"
     }
 }
 

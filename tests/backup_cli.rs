@@ -979,6 +979,85 @@ fn failures_under_json_are_one_json_object_on_stderr() {
     let help = crosscheck(&["snapshots".as_ref(), "--help".as_ref(), "--json".as_ref()]);
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"));
+
+    // Output that cannot be written ends as an error with exit code 2, in
+    // JSON, not as a panic's prose and exit code 101.
+    let full = Command::new(env!("CARGO_BIN_EXE_crosscheck"))
+        .args([
+            "snapshots".as_ref(),
+            "--repo".as_ref(),
+            repo.as_os_str(),
+            "--json".as_ref(),
+        ])
+        .stdout(fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(
+        stderr
+            .lines()
+            .all(|line| serde_json::from_str::<Value>(line).is_ok()),
+        "{stderr}"
+    );
+    let error: Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(full.status.code(), Some(2), "{stderr}");
+    assert_eq!(error["exit_code"], 2);
+    assert!(
+        error["error"].as_str().unwrap().contains("No space left"),
+        "{error}"
+    );
+}
+
+/// A directory that is not a repository is refused by every command that
+/// reads one, and left as it was (no lock file); a source whose path is not
+/// UTF-8 is refused, since its label would be ambiguous.
+#[test]
+fn a_non_repository_is_left_untouched_and_a_non_utf8_source_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let theirs = scratch.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("notes.txt"), b"mine").unwrap();
+    let target = scratch.path().join("t");
+    for args in [
+        vec!["snapshots".as_ref(), "--repo".as_ref(), theirs.as_os_str()],
+        vec!["fsck".as_ref(), "--repo".as_ref(), theirs.as_os_str()],
+        vec![
+            "restore".as_ref(),
+            "latest".as_ref(),
+            target.as_os_str(),
+            "--repo".as_ref(),
+            theirs.as_os_str(),
+        ],
+    ] {
+        let output = crosscheck(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("found no config.json there"), "{stderr}");
+    }
+    let left: Vec<_> = fs::read_dir(&theirs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    assert!(!target.exists());
+
+    let source = scratch
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff"));
+    fs::create_dir(&source).unwrap();
+    fs::write(source.join("f"), b"f").unwrap();
+    let repo = scratch.path().join("repo");
+    let output = crosscheck(&[
+        "backup".as_ref(),
+        source.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("whose path is UTF-8"), "{stderr}");
+    assert!(!repo.exists(), "no repository made");
 }
 
 /// `restore latest` restores the newest snapshot, and with `--source` the
@@ -1034,13 +1113,14 @@ fn restore_latest_takes_the_newest_snapshot_or_the_newest_of_a_source() {
     let output = restore_latest(&none, Some(&scratch.path().join("never-backed-up")));
     assert_eq!(output.status.code(), Some(2));
     let error = json_error(&output);
-    assert!(
-        error["error"]
-            .as_str()
-            .unwrap()
-            .contains("no sound snapshot of"),
-        "{error}"
+    let error = error["error"].as_str().unwrap();
+    assert!(error.contains("expected a snapshot of"), "{error}");
+    let held = format!(
+        "it holds snapshots of {}, {}",
+        label(&first),
+        label(&second)
     );
+    assert!(error.contains(&held), "the labels there are named: {error}");
     let output = crosscheck(&[
         "restore".as_ref(),
         old_first[..12].as_ref(),
@@ -1053,6 +1133,54 @@ fn restore_latest_takes_the_newest_snapshot_or_the_newest_of_a_source() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("only with `latest`"));
     assert!(!none.exists(), "nothing restored");
+
+    // The source directory gone, named relatively and untidily: its label
+    // is still found.
+    let (first_label, gone) = (label(&first), scratch.path().join("gone"));
+    fs::rename(&first, &gone).unwrap();
+    let untidy = scratch.path().join("second/../first/.");
+    let target = scratch.path().join("out-gone");
+    let output = restore_latest(&target, Some(&untidy));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(tree_digest(&target), tree_digest(&gone));
+
+    // The newest manifest damaged: the newest sound one is restored, the
+    // damaged one named, and the exit code says damage was found.
+    let manifest = repo.join("snapshots").join(format!("{newest}.json"));
+    let mut bytes = fs::read(&manifest).unwrap();
+    bytes[5] ^= 0x01;
+    fs::write(&manifest, bytes).unwrap();
+    let target = scratch.path().join("out-past-damage");
+    let output = restore_latest(&target, None);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["snapshot_id"].as_str(), Some(new_first.as_str()));
+    assert_eq!(report["passed_over"], serde_json::json!([newest]));
+    assert_eq!(report["label"].as_str(), Some(first_label.as_str()));
+    assert_eq!(tree_digest(&target), tree_digest(&gone));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(error["exit_code"], 1);
+    assert!(
+        error["error"].as_str().unwrap().contains(&newest),
+        "{error}"
+    );
+    // Its only snapshot damaged, a source has none to restore: exit 1 too.
+    let target = scratch.path().join("out-none-sound");
+    let output = restore_latest(&target, Some(&second));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing was restored"));
+    assert!(!target.exists(), "nothing restored");
+}
+
+/// A source's label, as `backup` records it.
+fn label(source: &Path) -> String {
+    source.canonicalize().unwrap().to_str().unwrap().to_string()
 }
 
 /// An entry that cannot be read (here a name that is not UTF-8, which a

@@ -100,6 +100,21 @@ fn an_unknown_variant_or_zero_seeds_is_a_usage_error() {
     assert!(message.contains("expected one of optimistic"), "{message}");
     let zero_seeds = crosscheck(&["sim", "backup", "--seeds", "0"]);
     assert_eq!(zero_seeds.status.code(), Some(2));
+    // A range past the last u64 seed is refused, not wrapped around.
+    let past_the_end = crosscheck(&[
+        "sim",
+        "backup",
+        "--seed",
+        &u64::MAX.to_string(),
+        "--seeds",
+        "2",
+    ]);
+    assert_eq!(past_the_end.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&past_the_end.stderr);
+    assert!(
+        message.contains("expected a range that ends within u64"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -252,7 +252,8 @@ pub fn run_batch(
 ) -> Vec<Outcome> {
     assert!(jobs >= 1, "a batch needs at least one worker");
     let next = AtomicU64::new(0);
-    let outcomes = Mutex::new(Vec::with_capacity(seed_count as usize));
+    // Room for a usual batch up front; a vast one grows as it runs.
+    let outcomes = Mutex::new(Vec::with_capacity(seed_count.min(1 << 16) as usize));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {

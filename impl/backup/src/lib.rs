@@ -51,7 +51,7 @@ pub use fingerprint::Fingerprint;
 pub use fsck::{FsckReport, cleanup, fsck};
 pub use manifest::{Entry, EntryKind, Manifest, SnapshotId, SnapshotSummary};
 pub use pipeline::Pipeline;
-pub use repository::{Repository, UploadThread};
+pub use repository::{NewestSnapshot, Repository, UploadThread};
 pub use restore::{RestoreError, RestoreStats};
 pub use ring::Ring;
 pub use service::{Answer, BackupService, ClientId, ConcurrencyMode, RepoConfig, ServiceError};

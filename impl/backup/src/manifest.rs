@@ -217,7 +217,8 @@ pub struct RootAttributes {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[error(
     "manifest path {path:?} is unsafe: {problem}; expected a relative path inside the \
-     restore target. The snapshot may be tampered with: check it with `crosscheck fsck`"
+     restore target. The snapshot may be tampered with; `crosscheck fsck --repair` moves \
+     its manifest to quarantine/"
 )]
 pub struct UnsafePath {
     /// The path as the manifest has it.

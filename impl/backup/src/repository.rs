@@ -30,7 +30,8 @@ use crate::service::{
 use crate::store::ChunkStore;
 use crate::{BloomFilter, Fingerprint, Ring};
 
-const CONFIG_PATH: &str = "config.json";
+/// The file that makes a directory a repository.
+pub const CONFIG_PATH: &str = "config.json";
 const SNAPSHOTS_DIR: &str = "snapshots";
 const INDEX_DIR: &str = "index";
 /// Bytes read from the start of a manifest for its label and time.
@@ -198,23 +199,37 @@ impl ManifestStore {
     }
 }
 
+/// What [`Repository::newest_manifest`] found.
+#[derive(Debug, Default)]
+pub struct NewestSnapshot {
+    /// The newest sound snapshot asked for, with its manifest.
+    pub found: Option<(SnapshotId, Manifest)>,
+    /// Snapshots passed over as damaged (or holding no manifest file) that
+    /// could have been chosen: newer ones of the label asked for, and those
+    /// whose label and time could not be read at all.
+    pub passed_over: Vec<SnapshotId>,
+    /// The label of every snapshot whose head was read, sound or not.
+    pub labels: std::collections::BTreeSet<String>,
+}
+
 /// What a failed read of manifest `id` at `path` means: an absent snapshot
 /// (a listed name may be a dangling link, or removed meanwhile), a damaged
-/// one when the name holds no file (a directory), or a storage failure.
+/// one when the name holds no file (a directory, a symlink loop), or a
+/// storage failure.
 fn manifest_read_error(id: &SnapshotId, path: &str, error: &std::io::Error) -> ServiceError {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => ServiceError::SnapshotNotFound { id: id.0.clone() },
-        std::io::ErrorKind::IsADirectory => ServiceError::ManifestInvalid {
+    match (error.kind(), stray_description(path, error)) {
+        (std::io::ErrorKind::NotFound, _) => ServiceError::SnapshotNotFound { id: id.0.clone() },
+        (_, Some(problem)) => ServiceError::ManifestInvalid {
             id: id.0.clone(),
-            problem: stray_description(path, error).expect("a directory is a stray entry"),
+            problem,
         },
         _ => ServiceError::storage(path, error),
     }
 }
 
 /// What stands at manifest path `path` when reading it failed with `error`
-/// because no manifest file is there (a directory, a dangling link); `None`
-/// for any other failure.
+/// because no manifest file is there (a directory, a dangling link, a
+/// symlink loop); `None` for any other failure.
 fn stray_description(path: &str, error: &std::io::Error) -> Option<String> {
     match error.kind() {
         std::io::ErrorKind::IsADirectory => {
@@ -223,6 +238,9 @@ fn stray_description(path: &str, error: &std::io::Error) -> Option<String> {
         std::io::ErrorKind::NotFound => Some(format!(
             "{path} is listed, but no file can be read there (a dangling link?)"
         )),
+        _ if error.raw_os_error() == Some(libc::ELOOP) => {
+            Some(format!("{path} is a symlink loop, not a manifest file"))
+        }
         _ => None,
     }
 }
@@ -502,44 +520,52 @@ impl Repository {
     /// manifest is passed over with a warning, and the next newest tried;
     /// one whose head cannot be read from its first bytes is read whole.
     pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
-        self.newest_manifest(Some(label))
+        Ok(self.newest_manifest(Some(label))?.found)
     }
 
     /// As [`Repository::latest_manifest`], over the snapshots of every label
-    /// when `label` is `None`.
-    pub fn newest_manifest(
-        &self,
-        label: Option<&str>,
-    ) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
+    /// when `label` is `None`; also says which snapshots it passed over and
+    /// which labels it saw.
+    pub fn newest_manifest(&self, label: Option<&str>) -> ServiceResult<NewestSnapshot> {
+        let mut newest = NewestSnapshot::default();
         let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
             let head = match self.manifests.head_unchecked(&id) {
-                Ok(Some(head)) => head,
-                Ok(None) => match self.manifests.get(&id) {
-                    Ok(manifest) => (manifest.label, manifest.time_unix_ms),
-                    Err(error) => {
-                        pass_over(&id, error, "passed over")?;
-                        continue;
-                    }
-                },
+                Ok(Some(head)) => Ok(head),
+                Ok(None) => self
+                    .manifests
+                    .get(&id)
+                    .map(|manifest| (manifest.label, manifest.time_unix_ms)),
+                Err(error) => Err(error),
+            };
+            let (head_label, time_unix_ms) = match head {
+                Ok(head) => head,
                 Err(error) => {
                     pass_over(&id, error, "passed over")?;
+                    newest.passed_over.push(id);
                     continue;
                 }
             };
-            if label.is_none_or(|label| head.0 == label) {
-                candidates.push((head.1, id));
+            if label.is_none_or(|label| head_label == label) {
+                candidates.push((time_unix_ms, id));
             }
+            newest.labels.insert(head_label);
         }
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for (_, id) in candidates {
             match self.manifests.get(&id) {
                 // A sound manifest's head is what its first bytes said.
-                Ok(manifest) => return Ok(Some((id, manifest))),
-                Err(error) => pass_over(&id, error, "passed over")?,
+                Ok(manifest) => {
+                    newest.found = Some((id, manifest));
+                    break;
+                }
+                Err(error) => {
+                    pass_over(&id, error, "passed over")?;
+                    newest.passed_over.push(id);
+                }
             }
         }
-        Ok(None)
+        Ok(newest)
     }
 
     /// The id [`Repository::latest_manifest`] finds.

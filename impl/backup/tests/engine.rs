@@ -793,7 +793,7 @@ fn fsck_names_a_file_whose_sound_chunks_do_not_hold_its_size() {
 }
 
 /// A name under `snapshots/` that holds no manifest file (a directory, a
-/// dangling link) is passed over by the listing and the choice of a parent,
+/// dangling link, a symlink loop) is passed over by the listing and the choice of a parent,
 /// and fsck names it; it stops nothing.
 #[test]
 fn a_snapshot_name_without_a_manifest_file_stops_nothing() {
@@ -807,6 +807,8 @@ fn a_snapshot_name_without_a_manifest_file_stops_nothing() {
     std::fs::create_dir(snapshots.join(format!("{directory}.json"))).unwrap();
     let dangling = "e".repeat(64);
     std::os::unix::fs::symlink("/nonexistent", snapshots.join(format!("{dangling}.json"))).unwrap();
+    let looped = format!("{}.json", "f".repeat(64));
+    std::os::unix::fs::symlink(&looped, snapshots.join(&looped)).unwrap();
     let repository = common::reopen(repo_dir.path());
     let listed = pollster::block_on(repository.list_snapshots()).unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
@@ -815,13 +817,15 @@ fn a_snapshot_name_without_a_manifest_file_stops_nothing() {
     assert!(report.is_clean_but_for_strays(), "{report:?}");
     assert_eq!(report.snapshots_checked, 2);
     let strays = &report.stray_snapshot_entries;
-    assert_eq!(strays.len(), 2, "{strays:?}");
+    assert_eq!(strays.len(), 3, "{strays:?}");
     assert!(strays[0].contains(&directory) && strays[0].contains("is a directory"));
     assert!(strays[1].contains(&dangling) && strays[1].contains("dangling link"));
+    assert!(strays[2].contains(&looped) && strays[2].contains("symlink loop"));
     // Repair moves no one's directory or link: it leaves both, and says so.
     let repaired = backup::fsck::repair(&repository).unwrap();
     assert!(repaired.manifests_quarantined.is_empty(), "{repaired:?}");
-    assert_eq!(repaired.manifests_left.len(), 2, "{repaired:?}");
+    assert_eq!(repaired.manifests_left.len(), 3, "{repaired:?}");
     assert!(snapshots.join(format!("{directory}.json")).is_dir());
     assert!(snapshots.join(format!("{dangling}.json")).is_symlink());
+    assert!(snapshots.join(&looped).is_symlink());
 }
