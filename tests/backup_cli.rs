@@ -358,6 +358,32 @@ fn restore_of_an_unknown_or_ambiguous_snapshot_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected a repository directory"));
 }
 
+/// Runs `args`, which must fail as a usage error (exit 2) saying `expected`.
+fn assert_usage_error(args: &[&std::ffi::OsStr], expected: &str) {
+    let output = crosscheck(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+}
+
+/// A directory that is no repository: `theirs/notes.txt`.
+fn someone_elses_directory(scratch: &Path) -> PathBuf {
+    let theirs = scratch.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("notes.txt"), b"mine").unwrap();
+    theirs
+}
+
+/// `theirs` still holds its one file, unchanged, and nothing else.
+fn assert_untouched(theirs: &Path) {
+    let left: Vec<_> = fs::read_dir(theirs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    assert_eq!(fs::read(theirs.join("notes.txt")).unwrap(), b"mine");
+}
+
 /// A mistyped `--repo` naming someone's directory, or a file, is refused
 /// before anything is written there.
 #[test]
@@ -366,27 +392,19 @@ fn backup_refuses_to_make_a_repository_in_a_foreign_directory_or_a_file() {
     let source = scratch.path().join("source");
     fs::create_dir(&source).unwrap();
     fs::write(source.join("a"), b"a").unwrap();
-    let theirs = scratch.path().join("theirs");
-    fs::create_dir(&theirs).unwrap();
-    fs::write(theirs.join("notes.txt"), b"mine").unwrap();
+    let theirs = someone_elses_directory(scratch.path());
     let file = scratch.path().join("file");
     fs::write(&file, b"not a directory").unwrap();
     for (repo, expected) in [(&theirs, "\"notes.txt\""), (&file, "found something else")] {
-        let output = crosscheck(&[
+        let args = [
             "backup".as_ref(),
             source.as_os_str(),
             "--repo".as_ref(),
             repo.as_os_str(),
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        ];
+        assert_usage_error(&args, expected);
     }
-    let left: Vec<_> = fs::read_dir(&theirs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    assert_untouched(&theirs);
     assert_eq!(fs::read(&file).unwrap(), b"not a directory");
     // An empty directory, and one an interrupted creation left, are taken.
     let empty = scratch.path().join("empty");
@@ -1015,9 +1033,7 @@ fn failures_under_json_are_one_json_object_on_stderr() {
 fn a_non_repository_is_left_untouched_and_a_non_utf8_source_is_refused() {
     use std::os::unix::ffi::OsStrExt;
     let scratch = tempfile::tempdir().unwrap();
-    let theirs = scratch.path().join("theirs");
-    fs::create_dir(&theirs).unwrap();
-    fs::write(theirs.join("notes.txt"), b"mine").unwrap();
+    let theirs = someone_elses_directory(scratch.path());
     let target = scratch.path().join("t");
     for args in [
         vec!["snapshots".as_ref(), "--repo".as_ref(), theirs.as_os_str()],
@@ -1030,16 +1046,9 @@ fn a_non_repository_is_left_untouched_and_a_non_utf8_source_is_refused() {
             theirs.as_os_str(),
         ],
     ] {
-        let output = crosscheck(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("found no config.json there"), "{stderr}");
+        assert_usage_error(&args, "found no config.json there");
     }
-    let left: Vec<_> = fs::read_dir(&theirs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")]);
+    assert_untouched(&theirs);
     assert!(!target.exists());
 
     let source = scratch
@@ -1048,15 +1057,13 @@ fn a_non_repository_is_left_untouched_and_a_non_utf8_source_is_refused() {
     fs::create_dir(&source).unwrap();
     fs::write(source.join("f"), b"f").unwrap();
     let repo = scratch.path().join("repo");
-    let output = crosscheck(&[
+    let args = [
         "backup".as_ref(),
         source.as_os_str(),
         "--repo".as_ref(),
         repo.as_os_str(),
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("whose path is UTF-8"), "{stderr}");
+    ];
+    assert_usage_error(&args, "whose path is UTF-8");
     assert!(!repo.exists(), "no repository made");
 }
 
