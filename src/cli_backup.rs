@@ -637,7 +637,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
     };
     // Label and time for the report; the restore checks the whole manifest.
     let head = repository.manifests().head_unchecked(&id).ok().flatten();
-    restore_snapshot(&repository, id, head, &[], &args)
+    restore_snapshot(&repository, id, head, None, &args)
 }
 
 /// `restore latest`: the newest sound snapshot (of `--source`), restored.
@@ -679,37 +679,47 @@ fn restore_latest(repository: &Repository, args: &RestoreArgs) -> anyhow::Result
         );
     };
     let head = Some((manifest.label, manifest.time_unix_ms));
-    let verdict = restore_snapshot(repository, id.clone(), head, &passed_over, args)?;
-    if passed_over.is_empty() {
-        return Ok(verdict);
-    }
-    let verdict = verdict.combine(Verdict::SafetyViolation);
-    let message = format!("restored {id}, the newest sound snapshot{of}, past {damage}");
-    crate::output::print_error(&message, verdict);
-    Ok(verdict)
+    let passed = (!passed_over.is_empty()).then(|| {
+        let note = format!("it is the newest sound snapshot{of}, found past {damage}");
+        (passed_over.as_slice(), note)
+    });
+    restore_snapshot(repository, id, head, passed, args)
 }
 
-/// Restores snapshot `id`, found, as `args` ask. `head` (label and time) and
-/// `passed_over` (damaged snapshots skipped to find it) go into the report.
+/// Restores snapshot `id`, found, as `args` ask. `head` (label and time)
+/// goes into the report, as do the damaged snapshots passed over to find it
+/// (`passed`, with a note saying so): damage found, so the exit code is 1,
+/// and one error line says everything that went wrong.
 fn restore_snapshot(
     repository: &Repository,
     id: backup::SnapshotId,
     head: Option<(String, u64)>,
-    passed_over: &[String],
+    passed: Option<(&[String], String)>,
     args: &RestoreArgs,
 ) -> anyhow::Result<Verdict> {
+    let (passed_over, passed_note) = passed.unzip();
+    let passed_over = passed_over.unwrap_or_default();
+    let with_note = |message: String| match &passed_note {
+        Some(note) => format!("{message}; {note}"),
+        None => message,
+    };
     let bar = ByteBar::spinner("restoring");
     let started = Instant::now();
     let result = pollster::block_on(backup::restore::restore(repository, &id, &args.target));
     drop(bar);
     let (stats, unrestored, verdict) = match result {
+        Ok(stats) if passed_note.is_some() => {
+            let message = with_note(format!("restored snapshot {id}"));
+            crate::output::print_error(&message, Verdict::SafetyViolation);
+            (stats, Vec::new(), Verdict::SafetyViolation)
+        }
         Ok(stats) => (stats, Vec::new(), Verdict::Holds),
         Err(error @ (RestoreError::TargetNotEmpty { .. } | RestoreError::Io { .. })) => {
             return Err(error).context(format!("restoring snapshot {id}"));
         }
         // The repository's content is at fault: damaged or unsafe.
         Err(error) => {
-            let message = format!("restoring snapshot {id}: {error}");
+            let message = with_note(format!("restoring snapshot {id}: {error}"));
             crate::output::print_error(&message, Verdict::SafetyViolation);
             match error {
                 // Damaged files were left out; the rest was restored.
@@ -752,6 +762,16 @@ pub fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Verdict> {
     let (_lock, repository) = open_repository(&args.repo, false)?;
     let list: Vec<SnapshotSummary> = pollster::block_on(repository.list_snapshots())
         .with_context(|| format!("listing snapshots in {}", args.repo.display()))?;
+    let names = repository.manifests().ids().context("listing snapshots/")?;
+    let left_out = names.len().saturating_sub(list.len());
+    if left_out > 0 {
+        crate::output::note!(
+            "{left_out} entries under snapshots/ are left out of this list: damaged \
+             manifests, or names holding no manifest file. `crosscheck fsck --repo {}` names \
+             each",
+            args.repo.display()
+        );
+    }
     if args.json {
         let rows: Vec<serde_json::Value> = list
             .iter()
@@ -845,14 +865,21 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_fsck(&report, &removed);
-        let strays_only = report.is_clean_but_for_strays();
-        if !report.is_clean() && !args.repair && !strays_only {
+        // Damage only in what snapshots lack means the store and index are
+        // sound (repaired, or a pack was lost): backups heal the rest.
+        let only_files_lack_chunks = FsckReport {
+            damaged_files: Vec::new(),
+            stray_snapshot_entries: Vec::new(),
+            ..report.clone()
+        }
+        .is_clean();
+        if !report.is_clean() && !only_files_lack_chunks && !args.repair {
             println!(
                 "to heal: `crosscheck fsck --repo {} --repair`, then back up the same data again",
                 args.repo.display()
             );
         }
-        if !report.damaged_files.is_empty() && args.repair {
+        if !report.damaged_files.is_empty() && (args.repair || only_files_lack_chunks) {
             // The sources whose next backup stores the lost chunks again.
             let mut labels: Vec<String> = report
                 .damaged_snapshots()
@@ -865,7 +892,9 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
             for label in labels {
                 println!(
                     "to heal: `crosscheck backup {label} --repo {}` stores the chunks its \
-                     damaged snapshots lack again (when that data is still there)",
+                     damaged snapshots lack again, while that data is still there (a \
+                     snapshot whose data is gone from its source cannot be healed; it \
+                     restores without those files)",
                     args.repo.display()
                 );
             }
@@ -910,56 +939,101 @@ fn print_repair(repaired: &backup::fsck::RepairReport) {
     );
 }
 
+/// Lines printed per kind of finding; `--json` lists every one.
+const FINDINGS_SHOWN_MAX: usize = 20;
+
+/// Prints `lines`, at most [`FINDINGS_SHOWN_MAX`] of them, then how many
+/// more there are.
+fn print_capped(lines: impl ExactSizeIterator<Item = String>) {
+    let count = lines.len();
+    for line in lines.take(FINDINGS_SHOWN_MAX) {
+        println!("{line}");
+    }
+    if count > FINDINGS_SHOWN_MAX {
+        println!(
+            "  ... and {} more like it (`--json` lists every one)",
+            count - FINDINGS_SHOWN_MAX
+        );
+    }
+}
+
+/// The findings, causes first (packs, manifests, the index, chunks), then
+/// what they cost (files and snapshots); each kind capped in length.
 fn print_fsck(report: &FsckReport, removed: &[String]) {
     println!(
         "checked {} packs, {} chunks, {} snapshots",
         report.packs_checked, report.chunks_checked, report.snapshots_checked
     );
-    for id in report.damaged_snapshots() {
-        println!("DAMAGED snapshot {id}");
-    }
-    for file in &report.damaged_files {
-        match &file.chunk {
-            Some(chunk) => println!(
-                "DAMAGED snapshot {} file {:?}: chunk {chunk} {}",
-                file.snapshot, file.path, file.problem
-            ),
-            None => println!(
-                "DAMAGED snapshot {} file {:?}: {}",
-                file.snapshot, file.path, file.problem
-            ),
-        }
-    }
-    for (chunk, pack, problem) in &report.damaged_chunks {
-        println!("DAMAGED chunk {chunk} in {pack}: {problem}");
-    }
-    for (chunk, pack, problem) in &report.damaged_spare_copies {
-        println!(
-            "DAMAGED spare copy of chunk {chunk} in {pack}: {problem}; reads go to a sound \
-             copy in another pack, so no snapshot is affected, and `fsck --repair` drops it"
-        );
-    }
-    for (pack, problem) in &report.damaged_packs {
-        println!("DAMAGED pack {pack}: {problem}");
-    }
-    for (id, problem) in &report.damaged_manifests {
-        println!("DAMAGED manifest of snapshot {id}: {problem}");
-    }
-    for stray in &report.stray_snapshot_entries {
-        println!(
+    print_capped(
+        report
+            .damaged_packs
+            .iter()
+            .map(|(pack, problem)| format!("DAMAGED pack {pack}: {problem}")),
+    );
+    print_capped(
+        report
+            .damaged_manifests
+            .iter()
+            .map(|(id, problem)| format!("DAMAGED manifest of snapshot {id}: {problem}")),
+    );
+    print_capped(report.stray_snapshot_entries.iter().map(|stray| {
+        format!(
             "STRAY {stray}: not a snapshot; it restores nothing and stops nothing, and \
              `fsck --repair` leaves it, so remove it by hand if no one needs it"
-        );
-    }
-    for chunk in &report.index_claims_missing {
-        println!("DAMAGED index: claims chunk {chunk}, which the store lacks");
-    }
-    for (segment, problem) in &report.damaged_index_segments {
+        )
+    }));
+    print_capped(
+        report
+            .damaged_index_segments
+            .iter()
+            .map(|(segment, problem)| {
+                format!(
+                    "DAMAGED index segment {segment}: {problem}; its claims are ignored (a chunk \
+             the store still holds is found there; one it lacks, the next backup uploads \
+             again) and `fsck --repair` removes it"
+                )
+            }),
+    );
+    if let Some(first) = report.index_claims_missing.first() {
         println!(
-            "DAMAGED index segment {segment}: {problem}; its claims are ignored (the next \
-             backup uploads those chunks again) and `fsck --repair` removes it"
+            "DAMAGED index: claims {} chunks the store lacks (a pack file lost or \
+             unreadable?), {first} the first",
+            report.index_claims_missing.len()
         );
     }
+    print_capped(
+        report
+            .damaged_chunks
+            .iter()
+            .map(|(chunk, pack, problem)| format!("DAMAGED chunk {chunk} in {pack}: {problem}")),
+    );
+    print_capped(
+        report
+            .damaged_spare_copies
+            .iter()
+            .map(|(chunk, pack, problem)| {
+                format!(
+                    "DAMAGED spare copy of chunk {chunk} in {pack}: {problem}; reads go to a sound \
+             copy in another pack, so no snapshot is affected, and `fsck --repair` drops it"
+                )
+            }),
+    );
+    print_capped(report.damaged_files.iter().map(|file| match &file.chunk {
+        Some(chunk) => format!(
+            "DAMAGED snapshot {} file {:?}: chunk {chunk} {}",
+            file.snapshot, file.path, file.problem
+        ),
+        None => format!(
+            "DAMAGED snapshot {} file {:?}: {}",
+            file.snapshot, file.path, file.problem
+        ),
+    }));
+    let damaged_snapshots = report.damaged_snapshots();
+    print_capped(
+        damaged_snapshots
+            .iter()
+            .map(|id| format!("DAMAGED snapshot {id}")),
+    );
     println!(
         "leftovers (harmless): {} temp files, {} unreferenced chunks",
         report.temp_files.len(),
@@ -968,12 +1042,20 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
     for path in removed {
         println!("removed leftover {path}");
     }
-    let verdict = if report.is_clean() {
-        "clean"
+    if report.is_clean() {
+        println!("repository clean");
     } else {
-        "DAMAGED"
-    };
-    println!("repository {verdict}");
+        println!(
+            "repository DAMAGED: {} damaged packs, {} damaged chunks, {} damaged manifests, \
+             {} index problems; {} files in {} snapshots cannot be restored",
+            report.damaged_packs.len(),
+            report.damaged_chunks.len() + report.damaged_spare_copies.len(),
+            report.damaged_manifests.len(),
+            report.damaged_index_segments.len() + report.index_claims_missing.len(),
+            report.damaged_files.len(),
+            damaged_snapshots.len()
+        );
+    }
 }
 
 pub fn bench(args: BenchBackupArgs) -> anyhow::Result<Verdict> {

@@ -570,6 +570,11 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
             "{told}"
         );
     }
+    // Once repaired, a plain fsck advises those backups, not another repair.
+    let after = crosscheck(&args[..3]);
+    let after = String::from_utf8_lossy(&after.stdout);
+    assert!(after.contains("to heal: `crosscheck backup "), "{after}");
+    assert!(!after.contains("--repair`, then back up"), "{after}");
     let repair: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         repair["repaired"]["packs_quarantined"]
@@ -600,6 +605,48 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
         );
         assert_eq!(tree_digest(&target), tree_digest(source), "{id} healed");
     }
+}
+
+/// One damaged pack header costs every file in the pack. Read as a person
+/// would, fsck says the cause first, lists a bounded number of each kind of
+/// finding, and ends with the counts; a restore names the pack once.
+#[test]
+fn one_unreadable_pack_is_named_first_and_its_many_files_counted_not_flooded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (source, repo) = (scratch.path().join("source"), scratch.path().join("repo"));
+    write_tree(&source, &mut ChaCha8Rng::seed_from_u64(16), 60, 3000);
+    let id = snapshot_id(&backup(&source, &repo));
+    let packs = pack_files(&repo);
+    assert_eq!(packs.len(), 1, "small files share one pack");
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    bytes[0] ^= 0x01;
+    fs::write(&packs[0], bytes).unwrap();
+
+    let output = crosscheck(&["fsck".as_ref(), "--repo".as_ref(), repo.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("DAMAGED pack "),
+        "the cause comes first: {text}"
+    );
+    assert!(
+        text.contains("more like it (`--json` lists every one)"),
+        "{text}"
+    );
+    assert!(lines.len() < 60, "{} lines: {text}", lines.len());
+    assert!(
+        text.contains("repository DAMAGED: 1 damaged packs"),
+        "{text}"
+    );
+
+    let output = restore(&id, &scratch.path().join("out"), &repo);
+    assert_eq!(output.status.code(), Some(1));
+    let error = json_error(&output);
+    let error = error["error"].as_str().unwrap();
+    let pack_name = packs[0].file_name().unwrap().to_str().unwrap();
+    assert_eq!(error.matches(pack_name).count(), 1, "{error}");
+    assert!(error.contains(" more"), "the rest are counted: {error}");
 }
 
 /// Writes `manifest` as a snapshot of its own (named by its SHA-256, as the
@@ -1176,6 +1223,26 @@ fn restore_latest_takes_the_newest_snapshot_or_the_newest_of_a_source() {
     assert!(
         error["error"].as_str().unwrap().contains(&newest),
         "{error}"
+    );
+    // The listing leaves the damaged one out, and says so.
+    let listed = crosscheck(&[
+        "snapshots".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&listed.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("1 entries under snapshots/ are left out"),
+        "{stderr}"
     );
     // Its only snapshot damaged, a source has none to restore: exit 1 too.
     let target = scratch.path().join("out-none-sound");

@@ -455,7 +455,9 @@ impl Repository {
                     .map(|pack| format!("{} ({})", pack.path, pack.problem))
                     .collect();
                 let detail = format!(
-                    "the index records it but its pack is unreadable; damaged packs: {}",
+                    "the index records it, yet no readable pack holds it: it was in one of \
+                     the {} packs that cannot be read ({}), or in a pack since lost",
+                    names.len(),
                     names.join(", ")
                 );
                 Err(ServiceError::ChunkDamaged {

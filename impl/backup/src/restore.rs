@@ -104,16 +104,52 @@ pub enum RestoreError {
     },
 }
 
+/// The files left out, grouped by problem (one damaged pack can cost
+/// hundreds of files, and its description is said once), at most
+/// [`UNRESTORED_NAMED_MAX`] of them named.
 fn describe_unrestored(unrestored: &[UnrestoredFile]) -> String {
-    let described: Vec<String> = unrestored
+    let mut problems: Vec<(&str, Vec<String>)> = Vec::new();
+    for file in unrestored {
+        let named = match file.chunk {
+            Some(chunk) => format!("{:?} (chunk {chunk})", file.path),
+            None => format!("{:?}", file.path),
+        };
+        match problems
+            .iter_mut()
+            .find(|(problem, _)| *problem == file.problem)
+        {
+            Some((_, files)) => files.push(named),
+            None => problems.push((&file.problem, vec![named])),
+        }
+    }
+    let mut described: Vec<String> = Vec::new();
+    let mut named_count = 0;
+    for (problem, files) in &problems {
+        let room = UNRESTORED_NAMED_MAX - named_count;
+        if room == 0 {
+            break;
+        }
+        let mut named: Vec<&str> = files.iter().take(room).map(String::as_str).collect();
+        named_count += named.len();
+        let more = format!("and {} more", files.len() - named.len());
+        if files.len() > named.len() {
+            named.push(&more);
+        }
+        described.push(format!("{problem}: {}", named.join(", ")));
+    }
+    let told: usize = problems
         .iter()
-        .map(|file| match file.chunk {
-            Some(chunk) => format!("{:?}: chunk {chunk} {}", file.path, file.problem),
-            None => format!("{:?}: {}", file.path, file.problem),
-        })
-        .collect();
+        .take(described.len())
+        .map(|(_, f)| f.len())
+        .sum();
+    if told < unrestored.len() {
+        described.push(format!("and {} more files", unrestored.len() - told));
+    }
     described.join("; ")
 }
+
+/// Files a restore's error names (its report lists them all).
+const UNRESTORED_NAMED_MAX: usize = 20;
 
 impl From<ServiceError> for RestoreError {
     fn from(error: ServiceError) -> Self {
@@ -441,6 +477,38 @@ pub async fn write_file<S: BackupService, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One unreadable pack costing many files is described once, and the
+    /// error names at most a bounded number of files, counting the rest.
+    #[test]
+    fn files_left_out_are_grouped_by_problem_and_counted_past_the_bound() {
+        let pack_lost = "is damaged: its pack is unreadable: (a long description)";
+        let mut unrestored: Vec<UnrestoredFile> = (0..30)
+            .map(|index| UnrestoredFile {
+                path: format!("dir/f{index}"),
+                chunk: Some(Fingerprint::of(&[index as u8])),
+                problem: pack_lost.to_string(),
+            })
+            .collect();
+        unrestored.push(UnrestoredFile {
+            path: "odd".to_string(),
+            chunk: None,
+            problem: "its chunks hold 1 bytes, the manifest says 2".to_string(),
+        });
+        let described = describe_unrestored(&unrestored);
+        assert_eq!(described.matches(pack_lost).count(), 1, "{described}");
+        assert_eq!(described.matches("\"dir/f").count(), UNRESTORED_NAMED_MAX);
+        assert!(
+            described.contains("and 10 more; and 1 more files"),
+            "{described}"
+        );
+        let few = describe_unrestored(&unrestored[29..]);
+        assert!(
+            few.contains("\"dir/f29\" (chunk ") && few.contains("\"odd\""),
+            "{few}"
+        );
+        assert!(!few.contains("more"), "{few}");
+    }
 
     /// Set-id bits survive only where the owner does: restoring as root,
     /// or a file already the restoring user's, or one with no recorded
