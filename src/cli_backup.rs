@@ -968,32 +968,28 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
         report
             .damaged_packs
             .iter()
-            .map(|(pack, problem)| format!("DAMAGED pack {pack}: {problem}")),
+            .map(|pack| format!("DAMAGED pack {}: {}", pack.path, pack.problem)),
     );
-    print_capped(
-        report
-            .damaged_manifests
-            .iter()
-            .map(|(id, problem)| format!("DAMAGED manifest of snapshot {id}: {problem}")),
-    );
+    print_capped(report.damaged_manifests.iter().map(|damaged| {
+        format!(
+            "DAMAGED manifest of snapshot {}: {}",
+            damaged.snapshot, damaged.problem
+        )
+    }));
     print_capped(report.stray_snapshot_entries.iter().map(|stray| {
         format!(
             "STRAY {stray}: not a snapshot; it restores nothing and stops nothing, and \
              `fsck --repair` leaves it, so remove it by hand if no one needs it"
         )
     }));
-    print_capped(
-        report
-            .damaged_index_segments
-            .iter()
-            .map(|(segment, problem)| {
-                format!(
-                    "DAMAGED index segment {segment}: {problem}; its claims are ignored (a chunk \
+    print_capped(report.damaged_index_segments.iter().map(|segment| {
+        let (segment, problem) = (&segment.path, &segment.problem);
+        format!(
+            "DAMAGED index segment {segment}: {problem}; its claims are ignored (a chunk \
              the store still holds is found there; one it lacks, the next backup uploads \
              again) and `fsck --repair` removes it"
-                )
-            }),
-    );
+        )
+    }));
     if let Some(first) = report.index_claims_missing.first() {
         println!(
             "DAMAGED index: claims {} chunks the store lacks (a pack file lost or \
@@ -1001,23 +997,17 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
             report.index_claims_missing.len()
         );
     }
-    print_capped(
-        report
-            .damaged_chunks
-            .iter()
-            .map(|(chunk, pack, problem)| format!("DAMAGED chunk {chunk} in {pack}: {problem}")),
-    );
-    print_capped(
-        report
-            .damaged_spare_copies
-            .iter()
-            .map(|(chunk, pack, problem)| {
-                format!(
-                    "DAMAGED spare copy of chunk {chunk} in {pack}: {problem}; reads go to a sound \
+    print_capped(report.damaged_chunks.iter().map(|damaged| {
+        let (chunk, pack) = (damaged.chunk, &damaged.pack);
+        format!("DAMAGED chunk {chunk} in {pack}: {}", damaged.description)
+    }));
+    print_capped(report.damaged_spare_copies.iter().map(|damaged| {
+        let (chunk, pack, problem) = (damaged.chunk, &damaged.pack, &damaged.description);
+        format!(
+            "DAMAGED spare copy of chunk {chunk} in {pack}: {problem}; reads go to a sound \
              copy in another pack, so no snapshot is affected, and `fsck --repair` drops it"
-                )
-            }),
-    );
+        )
+    }));
     print_capped(report.damaged_files.iter().map(|file| match &file.chunk {
         Some(chunk) => format!(
             "DAMAGED snapshot {} file {:?}: chunk {chunk} {}",

@@ -509,6 +509,23 @@ fn fsck_names_a_flipped_bit_a_truncated_chunk_and_an_empty_pack_while_others_res
         text.contains("ZeroLength"),
         "the emptied pack is zero-length: {text}"
     );
+    // Each finding is an object a script reads by name.
+    for chunk in report["damaged_chunks"].as_array().unwrap() {
+        assert!(
+            chunk["chunk"].is_string() && chunk["pack"].is_string(),
+            "{chunk}"
+        );
+        assert!(
+            chunk["description"].is_string() && !chunk["problem"].is_null(),
+            "{chunk}"
+        );
+    }
+    for pack in report["damaged_packs"].as_array().unwrap() {
+        assert!(
+            pack["path"].is_string() && !pack["problem"].is_null(),
+            "{pack}"
+        );
+    }
 
     for (id, source, _) in &snapshots[..3] {
         let file = report["damaged_files"]

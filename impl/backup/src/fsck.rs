@@ -15,6 +15,7 @@ use crate::disk::{self, Disk};
 use crate::manifest::{EntryKind, SnapshotId};
 use crate::repository::Repository;
 use crate::service::{ChunkProblem, ServiceError};
+use crate::store::DamagedPack;
 
 /// A file in a snapshot that cannot be restored, and the chunk at fault.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,7 +31,51 @@ pub struct DamagedFile {
     pub problem: String,
 }
 
-/// Everything fsck found.
+/// A stored chunk whose bytes are bad.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DamagedChunk {
+    /// The chunk's fingerprint.
+    pub chunk: Fingerprint,
+    /// The pack holding the bad copy.
+    pub pack: String,
+    /// What is wrong, as data.
+    pub problem: ChunkProblem,
+    /// What is wrong, in words.
+    pub description: String,
+}
+
+impl DamagedChunk {
+    fn new(chunk: Fingerprint, pack: &str, problem: ChunkProblem) -> Self {
+        let description = problem.to_string();
+        Self {
+            chunk,
+            pack: pack.to_string(),
+            problem,
+            description,
+        }
+    }
+}
+
+/// A snapshot whose manifest cannot be read or trusted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DamagedManifest {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// An index segment that failed its checksum on open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DamagedSegment {
+    /// The segment's path in the repository.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Everything fsck found. Every finding is an object with named fields, so
+/// that `--json` reads without positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FsckReport {
     /// Packs re-read.
@@ -39,25 +84,26 @@ pub struct FsckReport {
     pub chunks_checked: u64,
     /// Snapshots checked.
     pub snapshots_checked: u64,
-    /// Chunks whose stored bytes are bad, in the pack reads go to: (chunk,
-    /// pack, problem). Every snapshot naming one is damaged.
-    pub damaged_chunks: Vec<(Fingerprint, String, ChunkProblem)>,
+    /// Chunks whose stored bytes are bad, in the pack reads go to. Every
+    /// snapshot naming one is damaged.
+    pub damaged_chunks: Vec<DamagedChunk>,
     /// Damaged spare copies: bad bytes of a chunk whose reads go to a sound
     /// copy in another pack (two uploads of it raced). No snapshot is
     /// affected, but the disk is damaging data; repair drops them.
-    pub damaged_spare_copies: Vec<(Fingerprint, String, ChunkProblem)>,
-    /// Packs that cannot be read at all: (pack, problem).
-    pub damaged_packs: Vec<(String, ChunkProblem)>,
-    /// Snapshots whose manifest cannot be read: (id, problem).
-    pub damaged_manifests: Vec<(SnapshotId, String)>,
+    pub damaged_spare_copies: Vec<DamagedChunk>,
+    /// Packs that cannot be read at all.
+    pub damaged_packs: Vec<DamagedPack>,
+    /// Snapshots whose manifest cannot be read or trusted.
+    pub damaged_manifests: Vec<DamagedManifest>,
     /// Files that cannot be restored, per snapshot.
     pub damaged_files: Vec<DamagedFile>,
     /// Chunks an index shard claims that the store lacks.
     pub index_claims_missing: Vec<Fingerprint>,
-    /// Index segments that failed their checksum on open: (path, problem).
-    /// Their claims were dropped, so no chunk is lost, but the disk is
-    /// damaging data; the next backup uploads those chunks again.
-    pub damaged_index_segments: Vec<(String, String)>,
+    /// Index segments that failed their checksum on open. Their claims were
+    /// dropped, so no chunk is lost, but the disk is damaging data; chunks
+    /// the store still holds are found there, and the next backup uploads
+    /// any it lacks again.
+    pub damaged_index_segments: Vec<DamagedSegment>,
     /// Names under `snapshots/` that hold no manifest file (a directory, a
     /// dangling link), each with what is there. Not snapshots, they restore
     /// nothing and stop nothing, but the repository is not as a backup left
@@ -98,7 +144,7 @@ impl FsckReport {
         let mut ids: Vec<SnapshotId> = self
             .damaged_manifests
             .iter()
-            .map(|(id, _)| id.clone())
+            .map(|damaged| damaged.snapshot.clone())
             .collect();
         ids.extend(self.damaged_files.iter().map(|file| file.snapshot.clone()));
         ids.sort();
@@ -115,11 +161,7 @@ pub fn fsck(
 ) -> Result<FsckReport, ServiceError> {
     let mut report = FsckReport::default();
     let store = repository.store();
-    report.damaged_packs = store
-        .damaged_packs()
-        .into_iter()
-        .map(|pack| (pack.path, pack.problem))
-        .collect();
+    report.damaged_packs = store.damaged_packs();
     let mut bad_chunks: HashMap<Fingerprint, String> = HashMap::new();
     let pack_paths = store.pack_paths();
     for (done, pack_path) in pack_paths.iter().enumerate() {
@@ -127,20 +169,21 @@ pub fn fsck(
         report.packs_checked += 1;
         report.chunks_checked += (check.sound.len() + check.damaged.len()) as u64;
         if let Some(problem) = check.pack_problem {
-            report.damaged_packs.push((pack_path.clone(), problem));
+            report.damaged_packs.push(DamagedPack {
+                path: pack_path.clone(),
+                problem,
+            });
         }
         for (fingerprint, problem) in check.damaged {
             // Only the copy reads go to decides whether snapshots restore;
             // a sound copy elsewhere is checked with its own pack.
             if store.pack_of(&fingerprint).as_ref() == Some(pack_path) {
                 bad_chunks.insert(fingerprint, problem.to_string());
-                report
-                    .damaged_chunks
-                    .push((fingerprint, pack_path.clone(), problem));
+                let damaged = DamagedChunk::new(fingerprint, pack_path, problem);
+                report.damaged_chunks.push(damaged);
             } else {
-                report
-                    .damaged_spare_copies
-                    .push((fingerprint, pack_path.clone(), problem));
+                let damaged = DamagedChunk::new(fingerprint, pack_path, problem);
+                report.damaged_spare_copies.push(damaged);
             }
         }
         on_pack(done as u64 + 1, pack_paths.len() as u64);
@@ -161,7 +204,10 @@ pub fn fsck(
         let damaged = shard.damaged_segments().into_iter();
         report
             .damaged_index_segments
-            .extend(damaged.map(|damage| (damage.path, damage.reason)));
+            .extend(damaged.map(|damage| DamagedSegment {
+                path: damage.path,
+                problem: damage.reason,
+            }));
     }
     report.temp_files = find_temp_files(repository.disk().as_ref(), "")?;
     Ok(report)
@@ -189,14 +235,19 @@ fn check_manifests(
         let manifest = match read {
             Ok(manifest) => manifest,
             Err(error) => {
-                report.damaged_manifests.push((id, error.to_string()));
+                let problem = error.to_string();
+                report.damaged_manifests.push(DamagedManifest {
+                    snapshot: id,
+                    problem,
+                });
                 continue;
             }
         };
         if let Err(error) = manifest.validate() {
-            report
-                .damaged_manifests
-                .push((id.clone(), error.to_string()));
+            report.damaged_manifests.push(DamagedManifest {
+                snapshot: id.clone(),
+                problem: error.to_string(),
+            });
         }
         for entry in &manifest.entries {
             let EntryKind::File {

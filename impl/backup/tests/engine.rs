@@ -723,7 +723,7 @@ fn a_damaged_index_segment_is_named_by_fsck_and_costs_only_a_re_upload() {
     let report = backup::fsck(&repository, &mut |_, _| {}).unwrap();
     assert!(!report.is_clean(), "{report:?}");
     assert_eq!(report.damaged_index_segments.len(), 1, "{report:?}");
-    let (path, _) = &report.damaged_index_segments[0];
+    let path = &report.damaged_index_segments[0].path;
     assert!(segment.ends_with(path), "{path} vs {}", segment.display());
     // No chunk is lost: the snapshot restores, and the next backup stores
     // the chunks the index forgot again instead of trusting them.
