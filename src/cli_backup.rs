@@ -420,8 +420,8 @@ fn run_backup(source: &Path, repo: &Path, parent: ParentChoice) -> anyhow::Resul
 
 /// The label a backup of `source` records: its canonical path; where it has
 /// none (it is gone, or was on another machine), its absolute path with `.`
-/// and `..` worked out by name, which is what a backup made when it existed
-/// records unless a symlink was on the way. Refused if it is not UTF-8: a
+/// and `..` worked out by name and the part that still exists resolved,
+/// which is what a backup made when it existed recorded. Refused if it is not UTF-8: a
 /// label is text, and two paths must never share one.
 fn label_of(source: &Path) -> anyhow::Result<String> {
     let path = match source.canonicalize() {
@@ -439,7 +439,19 @@ fn label_of(source: &Path) -> anyhow::Result<String> {
                     component => normal.push(component),
                 }
             }
-            normal
+            // The part of it that still exists may go through symlinks, as
+            // the path was when the backup resolved it.
+            let mut gone = Vec::new();
+            while !normal.exists() {
+                let Some(name) = normal.file_name().map(std::ffi::OsStr::to_os_string) else {
+                    break;
+                };
+                gone.push(name);
+                normal.pop();
+            }
+            let mut resolved = normal.canonicalize().unwrap_or(normal);
+            resolved.extend(gone.iter().rev());
+            resolved
         }
     };
     path.into_os_string().into_string().map_err(|path| {
@@ -646,7 +658,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<Verdict> {
 fn restore_latest(repository: &Repository, args: &RestoreArgs) -> anyhow::Result<Verdict> {
     let label = args.source.as_deref().map(label_of).transpose()?;
     let newest = repository
-        .newest_manifest(label.as_deref())
+        .newest_manifest(label.as_deref(), true)
         .context("finding the newest snapshot")?;
     let of = label
         .as_ref()
@@ -654,11 +666,17 @@ fn restore_latest(repository: &Repository, args: &RestoreArgs) -> anyhow::Result
         .unwrap_or_default();
     let repo = args.repo.display();
     let passed_over: Vec<String> = newest.passed_over.iter().map(|id| id.0.clone()).collect();
+    let mut named: Vec<&str> = passed_over.iter().take(10).map(String::as_str).collect();
+    let more = format!("and {} more", passed_over.len().saturating_sub(named.len()));
+    if passed_over.len() > named.len() {
+        named.push(&more);
+    }
     let damage = format!(
-        "{} damaged snapshot manifest(s) passed over ({}); `crosscheck fsck --repo {repo}` \
-         names the damage, and `fsck --repair` moves damaged manifests to quarantine/",
+        "{} damaged snapshot manifests passed over ({}); `crosscheck fsck --repo {}` names \
+         the damage, and `fsck --repair` moves damaged manifests to quarantine/",
         passed_over.len(),
-        passed_over.join(", ")
+        named.join(", "),
+        shell_word(&repo.to_string())
     );
     let Some((id, manifest)) = newest.found else {
         if !passed_over.is_empty() {
@@ -867,23 +885,47 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
         print_fsck(&report, &removed);
         // Damage only in what snapshots lack means the store and index are
         // sound (repaired, or a pack was lost): backups heal the rest.
-        let only_files_lack_chunks = FsckReport {
+        // A file whose sound chunks do not hold its size lacks no chunk: its
+        // manifest is wrong, which no backup mends.
+        let inconsistent: Vec<&backup::fsck::DamagedFile> = report
+            .damaged_files
+            .iter()
+            .filter(|file| file.chunk.is_none())
+            .collect();
+        // Damage in packs, manifests or the index is repair's to mend.
+        let needs_repair = !FsckReport {
             damaged_files: Vec::new(),
             stray_snapshot_entries: Vec::new(),
             ..report.clone()
         }
         .is_clean();
-        if !report.is_clean() && !only_files_lack_chunks && !args.repair {
+        for file in inconsistent.iter().take(FINDINGS_SHOWN_MAX) {
             println!(
-                "to heal: `crosscheck fsck --repo {} --repair`, then back up the same data again",
-                args.repo.display()
+                "no backup heals snapshot {}: its manifest says file {:?} holds more or \
+                 fewer bytes than its chunks (a manifest no backup wrote); restore leaves \
+                 that file out, and you may move {} out of snapshots/ if the snapshot is \
+                 not wanted",
+                file.snapshot,
+                file.path,
+                repository.manifests().path_of(&file.snapshot)
             );
         }
-        if !report.damaged_files.is_empty() && (args.repair || only_files_lack_chunks) {
+        if needs_repair && !args.repair {
+            println!(
+                "to heal: `crosscheck fsck --repo {} --repair`, then back up the same data again",
+                shell_word(&args.repo.display().to_string())
+            );
+        }
+        let lacking: std::collections::BTreeSet<&backup::SnapshotId> = report
+            .damaged_files
+            .iter()
+            .filter(|file| file.chunk.is_some())
+            .map(|file| &file.snapshot)
+            .collect();
+        if !lacking.is_empty() && (args.repair || !needs_repair) {
             // The sources whose next backup stores the lost chunks again.
-            let mut labels: Vec<String> = report
-                .damaged_snapshots()
-                .iter()
+            let mut labels: Vec<String> = lacking
+                .into_iter()
                 .filter_map(|id| repository.manifests().get(id).ok())
                 .map(|manifest| manifest.label)
                 .collect();
@@ -891,11 +933,12 @@ pub fn fsck(args: FsckArgs) -> anyhow::Result<Verdict> {
             labels.dedup();
             for label in labels {
                 println!(
-                    "to heal: `crosscheck backup {label} --repo {}` stores the chunks its \
+                    "to heal: `crosscheck backup {} --repo {}` stores the chunks its \
                      damaged snapshots lack again, while that data is still there (a \
                      snapshot whose data is gone from its source cannot be healed; it \
                      restores without those files)",
-                    args.repo.display()
+                    shell_word(&label),
+                    shell_word(&args.repo.display().to_string())
                 );
             }
         }
@@ -926,9 +969,12 @@ fn print_repair(repaired: &backup::fsck::RepairReport) {
     for pack in &repaired.packs_rewritten {
         println!("repair: rewrote {pack} without its damaged chunks");
     }
-    for chunk in &repaired.chunks_dropped {
-        println!("repair: dropped damaged chunk {chunk}; the next backup of its data stores it");
-    }
+    print_capped(repaired.chunks_dropped.iter().map(|chunk| {
+        format!(
+            "repair: dropped damaged chunk {chunk}; unless a sound copy is held, the next \
+             backup of its data stores it"
+        )
+    }));
     println!(
         "repair: {} packs rewritten, {} damaged chunks dropped, {} index claims of chunks the \
          store lacks forgotten, {} damaged index segments removed",
@@ -937,6 +983,17 @@ fn print_repair(repaired: &backup::fsck::RepairReport) {
         repaired.index_claims_forgotten,
         repaired.index_segments_removed
     );
+}
+
+/// `text` as one shell word, for a command a person may paste: as it is
+/// when it holds nothing the shell reads specially, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// Lines printed per kind of finding; `--json` lists every one.
@@ -1036,14 +1093,19 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
         println!("repository clean");
     } else {
         println!(
-            "repository DAMAGED: {} damaged packs, {} damaged chunks, {} damaged manifests, \
-             {} index problems; {} files in {} snapshots cannot be restored",
+            "repository DAMAGED: {} damaged packs, {} damaged chunks, {} damaged spare \
+             copies, {} damaged manifests, {} stray entries, {} damaged index segments, {} \
+             index claims of chunks the store lacks; {} damaged snapshots, {} of their files \
+             cannot be restored",
             report.damaged_packs.len(),
-            report.damaged_chunks.len() + report.damaged_spare_copies.len(),
+            report.damaged_chunks.len(),
+            report.damaged_spare_copies.len(),
             report.damaged_manifests.len(),
-            report.damaged_index_segments.len() + report.index_claims_missing.len(),
-            report.damaged_files.len(),
-            damaged_snapshots.len()
+            report.stray_snapshot_entries.len(),
+            report.damaged_index_segments.len(),
+            report.index_claims_missing.len(),
+            damaged_snapshots.len(),
+            report.damaged_files.len()
         );
     }
 }

@@ -735,6 +735,47 @@ fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
     damaged.sort();
     planted.sort();
     assert_eq!(damaged, planted, "{report}");
+
+    // `restore latest` passes over those that sort as newer (the time is the
+    // same; the id decides), names them, and restores the sound snapshot.
+    let target = scratch.path().join("latest");
+    let args = [
+        "restore".as_ref(),
+        "latest".as_ref(),
+        target.as_os_str(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--json".as_ref(),
+    ];
+    let output = crosscheck(&args);
+    assert_eq!(output.status.code(), Some(1));
+    let restored: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(restored["snapshot_id"].as_str(), Some(id.as_str()));
+    let newer: Vec<&String> = planted.iter().filter(|planted| **planted > id).collect();
+    let mut passed: Vec<&str> = restored["passed_over"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    passed.sort();
+    assert_eq!(passed, newer, "{restored}");
+    assert_eq!(tree_digest(&target), tree_digest(&source));
+    // Repair moves every planted manifest to quarantine/, and fsck is clean.
+    let repair = crosscheck(&[
+        "fsck".as_ref(),
+        "--repo".as_ref(),
+        repo.as_os_str(),
+        "--repair".as_ref(),
+    ]);
+    assert!(String::from_utf8_lossy(&repair.stdout).contains("repository clean"));
+    assert_eq!(
+        fs::read_dir(repo.join("quarantine/snapshots"))
+            .unwrap()
+            .count(),
+        planted.len()
+    );
+    assert_eq!(fsck(&repo).0, Some(0));
 }
 
 /// Rewrites `count` randomly chosen files of `source` with fresh random

@@ -348,12 +348,17 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
     report.packs_quarantined = store.quarantine_unreadable_packs()?;
     let manifests = repository.manifests();
     for id in manifests.ids()? {
-        let Err(error) = manifests.get(&id) else {
-            continue;
+        let error = match manifests.get(&id) {
+            // Sound bytes, but a path restore must refuse: as damaged.
+            Ok(manifest) if manifest.validate().is_err() => None,
+            Ok(_) => continue,
+            Err(error) => Some(error),
         };
-        if let Some(stray) = manifests.stray_entry(&id)? {
+        if error.is_some()
+            && let Some(stray) = manifests.stray_entry(&id)?
+        {
             report.manifests_left.push(stray);
-        } else if let ServiceError::ManifestInvalid { .. } = error {
+        } else if matches!(error, None | Some(ServiceError::ManifestInvalid { .. })) {
             report
                 .manifests_quarantined
                 .push(manifests.quarantine(&id)?);
@@ -385,13 +390,20 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
 /// that last part: see `lock_repository` in `src/cli_backup.rs`).
 pub fn cleanup(repository: &Repository) -> Result<Vec<String>, ServiceError> {
     let disk = repository.disk().as_ref();
-    let temp_files = find_temp_files(disk, "")?;
+    let mut temp_files = find_temp_files(disk, "")?;
     let mut dirs = BTreeMap::new();
-    for path in &temp_files {
-        disk.remove(path)
-            .map_err(|error| ServiceError::storage(path, &error))?;
-        dirs.insert(disk::parent_dir(path).to_string(), ());
+    let mut removed = Vec::with_capacity(temp_files.len());
+    for path in temp_files.drain(..) {
+        match disk.remove(&path) {
+            Ok(()) => {}
+            // A directory with a temp name is no write of ours: left alone.
+            Err(error) if error.kind() == std::io::ErrorKind::IsADirectory => continue,
+            Err(error) => return Err(ServiceError::storage(&path, &error)),
+        }
+        dirs.insert(disk::parent_dir(&path).to_string(), ());
+        removed.push(path);
     }
+    let temp_files = removed;
     for dir in dirs.keys() {
         disk.fsync_dir(dir)
             .map_err(|error| ServiceError::storage(dir, &error))?;

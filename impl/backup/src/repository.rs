@@ -199,6 +199,10 @@ impl ManifestStore {
     }
 }
 
+/// Unreadable packs a chunk's error names (one unreadable pack costs every
+/// chunk in it, and each error would repeat the list).
+const UNREADABLE_PACKS_NAMED_MAX: usize = 3;
+
 /// What [`Repository::newest_manifest`] found.
 #[derive(Debug, Default)]
 pub struct NewestSnapshot {
@@ -450,14 +454,18 @@ impl Repository {
                 if damaged.is_empty() {
                     return Err(missing);
                 }
-                let names: Vec<String> = damaged
+                // A few named; fsck lists them all with their problems.
+                let mut names: Vec<String> = damaged
                     .iter()
-                    .map(|pack| format!("{} ({})", pack.path, pack.problem))
+                    .take(UNREADABLE_PACKS_NAMED_MAX)
+                    .map(|pack| pack.path.clone())
                     .collect();
+                if damaged.len() > names.len() {
+                    names.push(format!("{} more", damaged.len() - names.len()));
+                }
                 let detail = format!(
-                    "the index records it, yet no readable pack holds it: it was in one of \
-                     the {} packs that cannot be read ({}), or in a pack since lost",
-                    names.len(),
+                    "the index records it, yet no readable pack holds it: it was in a pack \
+                     that cannot be read ({}; `crosscheck fsck` says why), or in one since lost",
                     names.join(", ")
                 );
                 Err(ServiceError::ChunkDamaged {
@@ -522,13 +530,18 @@ impl Repository {
     /// manifest is passed over with a warning, and the next newest tried;
     /// one whose head cannot be read from its first bytes is read whole.
     pub fn latest_manifest(&self, label: &str) -> ServiceResult<Option<(SnapshotId, Manifest)>> {
-        Ok(self.newest_manifest(Some(label))?.found)
+        Ok(self.newest_manifest(Some(label), false)?.found)
     }
 
     /// As [`Repository::latest_manifest`], over the snapshots of every label
     /// when `label` is `None`; also says which snapshots it passed over and
-    /// which labels it saw.
-    pub fn newest_manifest(&self, label: Option<&str>) -> ServiceResult<NewestSnapshot> {
+    /// which labels it saw. With `restorable`, a manifest whose paths
+    /// restore must refuse ([`Manifest::validate`]) is passed over too.
+    pub fn newest_manifest(
+        &self,
+        label: Option<&str>,
+        restorable: bool,
+    ) -> ServiceResult<NewestSnapshot> {
         let mut newest = NewestSnapshot::default();
         let mut candidates: Vec<(u64, SnapshotId)> = Vec::new();
         for id in self.manifests.ids()? {
@@ -555,7 +568,20 @@ impl Repository {
         }
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for (_, id) in candidates {
-            match self.manifests.get(&id) {
+            let checked = self
+                .manifests
+                .get(&id)
+                .and_then(|manifest| match restorable {
+                    true => manifest
+                        .validate()
+                        .map(|()| manifest)
+                        .map_err(|unsafe_path| ServiceError::ManifestInvalid {
+                            id: id.0.clone(),
+                            problem: unsafe_path.to_string(),
+                        }),
+                    false => Ok(manifest),
+                });
+            match checked {
                 // A sound manifest's head is what its first bytes said.
                 Ok(manifest) => {
                     newest.found = Some((id, manifest));

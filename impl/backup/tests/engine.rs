@@ -603,8 +603,14 @@ fn crash_leftovers_are_harmless_and_cleaned_up() {
             .shard_for(&orphan_fingerprint)
             .contains(&orphan_fingerprint)
     );
+    // A directory that merely has a temp name is no leftover of ours: cleanup
+    // removes the two temp files and leaves it.
+    let not_ours = repo_dir.path().join("snapshots/someones.json.tmp");
+    std::fs::create_dir(&not_ours).unwrap();
     let removed = backup::cleanup(&repository).unwrap();
-    assert_eq!(removed.len(), 2);
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(not_ours.is_dir());
+    std::fs::remove_dir(&not_ours).unwrap();
     let report = backup::fsck(&repository, &mut |_, _| ()).unwrap();
     assert!(report.is_clean() && report.temp_files.is_empty() && report.unreferenced_chunks == 0);
 }

@@ -205,14 +205,14 @@ fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
     assert_eq!(repository.latest_snapshot("a").unwrap(), Some(middle));
     assert_eq!(repository.latest_snapshot("c").unwrap(), None);
     // Over every label, the newest is "b" at 40 (what `restore latest` picks).
-    let newest = repository.newest_manifest(None).unwrap();
+    let newest = repository.newest_manifest(None, true).unwrap();
     let (id, manifest) = newest.found.unwrap();
     assert_eq!((manifest.label.as_str(), manifest.time_unix_ms), ("b", 40));
     assert_eq!(id, repository.latest_snapshot("b").unwrap().unwrap());
     // The damaged manifest's head is unreadable too: it could have been the
     // newest, so it is named as passed over in either search.
     assert_eq!(newest.passed_over, vec![newer.clone()]);
-    let of_a = repository.newest_manifest(Some("a")).unwrap();
+    let of_a = repository.newest_manifest(Some("a"), false).unwrap();
     assert_eq!(of_a.passed_over, vec![newer.clone()]);
     let labels: Vec<&str> = of_a.labels.iter().map(String::as_str).collect();
     assert_eq!(labels, ["a", "b"]);
@@ -224,6 +224,10 @@ fn the_latest_snapshot_of_a_label_is_found_past_other_labels_and_damage() {
     let (found, manifest) = repository.latest_manifest(&long).unwrap().unwrap();
     assert_eq!((found, manifest.time_unix_ms), (long_newer.clone(), 50));
     assert_eq!(manifest.label, long);
-    let (newest, _) = repository.newest_manifest(None).unwrap().found.unwrap();
+    let (newest, _) = repository
+        .newest_manifest(None, true)
+        .unwrap()
+        .found
+        .unwrap();
     assert_eq!(newest, long_newer);
 }
