@@ -458,14 +458,14 @@ impl Repository {
                 let mut names: Vec<String> = damaged
                     .iter()
                     .take(UNREADABLE_PACKS_NAMED_MAX)
-                    .map(|pack| pack.path.clone())
+                    .map(|pack| format!("{}: {}", pack.path, pack.problem))
                     .collect();
                 if damaged.len() > names.len() {
                     names.push(format!("{} more", damaged.len() - names.len()));
                 }
                 let detail = format!(
                     "the index records it, yet no readable pack holds it: it was in a pack \
-                     that cannot be read ({}; `crosscheck fsck` says why), or in one since lost",
+                     that cannot be read ({}), or in one since lost",
                     names.join(", ")
                 );
                 Err(ServiceError::ChunkDamaged {
