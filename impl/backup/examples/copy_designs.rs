@@ -3,8 +3,9 @@
 //! packs (write, fsync, rename) on every core, in three buffer designs that
 //! differ only in how often each chunk's bytes are copied in memory:
 //!
-//! - `two-copies`: the engine's design today. The streaming chunker copies
-//!   each chunk out of its read buffer into a buffer of its own, and one
+//! - `two-copies`: the engine's design until chunks became shared ranges of
+//!   the read buffer ([`backup::ChunkBytes`]). Each chunk is copied out of
+//!   its read buffer into a buffer of its own, and one
 //!   packing thread later copies every chunk into the pack's staging buffer,
 //!   long after it was hashed, so from memory rather than cache.
 //! - `one-copy`: each worker copies a chunk into its own pack buffer right
@@ -289,7 +290,8 @@ fn two_copies(files: &[PathBuf], config: ChunkerConfig, chunks: &Sender<Vec<u8>>
         for chunk in ChunkReader::new(file, config) {
             let chunk = chunk.expect("a listed file reads");
             found.add(&chunk);
-            chunks.send(chunk).expect("the packer is running");
+            // The copy into a buffer of the chunk's own, as the engine did.
+            chunks.send(chunk.into_vec()).expect("the packer is running");
         }
     }
     found

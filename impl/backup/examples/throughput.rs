@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use backup::disk::{Disk, RealDisk};
 use backup::{
-    BackupOptions, ChunkReader, ChunkerConfig, Clock, Fingerprint, FsSource, NoProgress, Pipeline,
+    BackupOptions, ChunkBytes, ChunkReader, ChunkerConfig, Clock, Fingerprint, FsSource, NoProgress,
+    Pipeline,
     RepoConfig, Repository,
 };
 use rand::{RngCore, SeedableRng};
@@ -107,7 +108,7 @@ impl backup::BackupService for Timed {
     }
     async fn put_chunks(
         &self,
-        chunks: Vec<(Fingerprint, Vec<u8>)>,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
     ) -> backup::service::ServiceResult<backup::service::PutOutcome> {
         let started = Instant::now();
         let outcome = self.inner.put_chunks(chunks).await;

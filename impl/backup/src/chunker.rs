@@ -2,12 +2,16 @@
 //!
 //! Cut points depend only on the bytes near them, so an insertion moves the
 //! boundaries around the edit and nowhere else; every later chunk keeps its
-//! fingerprint and deduplicates. The reader keeps one bounded buffer (a few
-//! maximum-size chunks), never the whole file.
+//! fingerprint and deduplicates. The reader reads into buffers of a few
+//! maximum-size chunks and cuts chunks out of them without copying; it never
+//! holds the whole file.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use fastcdc::v2020::{self, Normalization};
+
+use crate::chunk_bytes::{Buffer, ChunkBytes};
 
 /// Chunk size bounds handed to FastCDC.
 ///
@@ -94,12 +98,16 @@ pub struct ChunkerConfigError {
 
 /// Streams the chunks of a reader: each item is one chunk's bytes, in order.
 /// Concatenated, the chunks are exactly the reader's bytes.
+///
+/// Chunks are cut out of the read buffer without a copy ([`ChunkBytes`]):
+/// a refill starts a fresh buffer (from the pool) while chunks still hold
+/// the current one, carrying over only the unconsumed tail.
 pub struct ChunkReader<R> {
     reader: R,
     config: ChunkerConfig,
     mask_s: u64,
     mask_l: u64,
-    buffer: Vec<u8>,
+    buffer: Arc<Buffer>,
     start_index: usize,
     end_index: usize,
     at_eof: bool,
@@ -129,7 +137,7 @@ impl<R: Read> ChunkReader<R> {
             config,
             mask_s,
             mask_l,
-            buffer: vec![0; buffer_size_bytes],
+            buffer: Arc::new(Buffer::pooled(buffer_size_bytes)),
             start_index: 0,
             end_index: 0,
             at_eof: false,
@@ -139,16 +147,26 @@ impl<R: Read> ChunkReader<R> {
     /// Moves the unconsumed tail to the front and reads until the buffer is
     /// full or the reader is exhausted.
     fn refill(&mut self) -> io::Result<()> {
-        self.buffer.copy_within(self.start_index..self.end_index, 0);
-        self.end_index -= self.start_index;
-        self.start_index = 0;
-        if self.end_index == self.buffer.len() {
+        let tail = self.start_index..self.end_index;
+        let full = tail.len() == self.buffer.len();
+        if full {
             // Only a buffer smaller than one maximum chunk can be full here.
             assert!(self.buffer.len() < self.config.size_max_bytes);
-            self.buffer.resize(buffer_size_max(&self.config), 0);
         }
-        while self.end_index < self.buffer.len() {
-            match self.reader.read(&mut self.buffer[self.end_index..]) {
+        match Arc::get_mut(&mut self.buffer) {
+            Some(writable) if !full => writable.copy_within(tail.clone(), 0),
+            // Chunks still hold it (or it is too small): start another.
+            _ => {
+                let mut next = Buffer::pooled(buffer_size_max(&self.config));
+                next[..tail.len()].copy_from_slice(&self.buffer[tail.clone()]);
+                self.buffer = Arc::new(next);
+            }
+        }
+        self.start_index = 0;
+        self.end_index = tail.len();
+        let buffer = Arc::get_mut(&mut self.buffer).expect("held by no chunk while reading");
+        while self.end_index < buffer.len() {
+            match self.reader.read(&mut buffer[self.end_index..]) {
                 Ok(0) => {
                     self.at_eof = true;
                     break;
@@ -161,12 +179,12 @@ impl<R: Read> ChunkReader<R> {
         Ok(())
     }
 
-    fn cut_next(&mut self) -> Vec<u8> {
+    fn cut_next(&mut self) -> ChunkBytes {
         let window = &self.buffer[self.start_index..self.end_index];
         let size_bytes = cut_length(window, &self.config, self.mask_s, self.mask_l);
-        let chunk = window[..size_bytes].to_vec();
+        let range = self.start_index..self.start_index + size_bytes;
         self.start_index += size_bytes;
-        chunk
+        ChunkBytes::cut(&self.buffer, range)
     }
 }
 
@@ -193,9 +211,8 @@ fn cut_length(window: &[u8], config: &ChunkerConfig, mask_s: u64, mask_l: u64) -
 }
 
 /// Splits bytes already in memory into the chunks a [`ChunkReader`] over them
-/// would yield. A single chunk (most small files) is `bytes` itself, not a
-/// copy; empty input is no chunk.
-pub fn split_in_memory(bytes: Vec<u8>, config: ChunkerConfig) -> Vec<Vec<u8>> {
+/// would yield, each a range of `bytes` (no copy); empty input is no chunk.
+pub fn split_in_memory(bytes: Vec<u8>, config: ChunkerConfig) -> Vec<ChunkBytes> {
     config
         .validate()
         .expect("chunker config is validated when the repository opens");
@@ -207,17 +224,11 @@ pub fn split_in_memory(bytes: Vec<u8>, config: ChunkerConfig) -> Vec<Vec<u8>> {
         lengths.push(length);
         start_index += length;
     }
-    if lengths.len() <= 1 {
-        return if bytes.is_empty() {
-            Vec::new()
-        } else {
-            vec![bytes]
-        };
-    }
+    let buffer = Arc::new(Buffer::from(bytes));
     let mut chunks = Vec::with_capacity(lengths.len());
     let mut start_index = 0;
     for length in lengths {
-        chunks.push(bytes[start_index..start_index + length].to_vec());
+        chunks.push(ChunkBytes::cut(&buffer, start_index..start_index + length));
         start_index += length;
     }
     chunks
@@ -229,7 +240,7 @@ fn buffer_size_max(config: &ChunkerConfig) -> usize {
 }
 
 impl<R: Read> Iterator for ChunkReader<R> {
-    type Item = io::Result<Vec<u8>>;
+    type Item = io::Result<ChunkBytes>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -275,7 +286,7 @@ mod tests {
         let config = ChunkerConfig::with_average(4096);
         let bytes = random_bytes(3 << 20, 1);
         let streamed: Vec<Vec<u8>> = ChunkReader::new(&bytes[..], config)
-            .map(|chunk| chunk.unwrap())
+            .map(|chunk| chunk.unwrap().into_vec())
             .collect();
         assert_eq!(streamed.concat(), bytes);
         let in_memory: Vec<usize> = v2020::FastCDC::new(&bytes, 1024, 4096, 16384)
@@ -290,7 +301,7 @@ mod tests {
         assert_eq!(split_in_memory(one_chunk.clone(), config), vec![one_chunk]);
         // A wrong size hint (the file grew after listing) still reads it all.
         let hinted: Vec<Vec<u8>> = ChunkReader::with_size_hint(&bytes[..], config, 10)
-            .map(|chunk| chunk.unwrap())
+            .map(|chunk| chunk.unwrap().into_vec())
             .collect();
         assert_eq!(hinted, streamed);
     }

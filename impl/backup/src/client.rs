@@ -20,7 +20,7 @@ use crate::manifest::{Entry, EntryKind, Manifest, SnapshotId};
 use crate::pipeline::{self, EventStream, Pipeline, SourceEvent};
 use crate::service::{Answer, BackupService, ClientId, ConcurrencyMode, ServiceError};
 use crate::source::{FileStamp, Source, SourceEntry, SourceError, SourceKind};
-use crate::{BloomFilter, Fingerprint};
+use crate::{BloomFilter, ChunkBytes, Fingerprint};
 
 /// Time as the caller sees it: real for the CLI, virtual in the simulator.
 pub trait Clock: Send + Sync {
@@ -173,7 +173,7 @@ impl From<ServiceError> for BackupError {
 }
 
 /// A batch of new chunks, in the order they were read.
-type Batch = Vec<(Fingerprint, Vec<u8>)>;
+type Batch = Vec<(Fingerprint, ChunkBytes)>;
 
 /// What uploads a batch: the service, the caller's clock and the Bloom
 /// filter fetched at the start. Only shared borrows, so one batch can
@@ -561,7 +561,7 @@ impl BatchReader<'_> {
 
     /// Counts a chunk, and batches it unless this run has seen it; true
     /// once the batch is full.
-    fn add_chunk(&mut self, fingerprint: Fingerprint, bytes: Vec<u8>) -> bool {
+    fn add_chunk(&mut self, fingerprint: Fingerprint, bytes: ChunkBytes) -> bool {
         self.stats.chunks += 1;
         self.stats.bytes_read += bytes.len() as u64;
         // A chunk seen earlier in this run is handled by its first batch.

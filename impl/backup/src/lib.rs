@@ -27,6 +27,7 @@
 //! [`Repository::with_upload_thread`], none of which the simulator uses.
 
 pub mod bloom;
+pub mod chunk_bytes;
 pub mod chunker;
 pub mod client;
 pub mod disk;
@@ -43,6 +44,7 @@ pub mod source;
 pub mod store;
 
 pub use bloom::BloomFilter;
+pub use chunk_bytes::ChunkBytes;
 pub use chunker::{ChunkReader, ChunkerConfig};
 pub use client::{
     BackupError, BackupOptions, BackupReport, BackupStats, Clock, NoProgress, Progress,

@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::Fingerprint;
+use crate::chunk_bytes::ChunkBytes;
 use crate::chunker::{ChunkReader, ChunkerConfig, split_in_memory};
 use crate::source::{Source, SourceEntry, SourceKind};
 
@@ -71,7 +72,7 @@ pub enum SourceEvent {
     /// The next chunk of the current file.
     Chunk {
         fingerprint: Fingerprint,
-        bytes: Vec<u8>,
+        bytes: ChunkBytes,
     },
     /// The current file was read to its end.
     FileEnd,
@@ -129,7 +130,7 @@ enum Step {
     /// Events complete with fingerprints.
     Group(Vec<SourceEvent>),
     /// The next chunk of a streamed file, not yet hashed.
-    Chunk(Vec<u8>),
+    Chunk(ChunkBytes),
 }
 
 /// The events of one entry, produced a step at a time.
@@ -238,7 +239,7 @@ impl EntryEvents {
     }
 }
 
-fn hashed(bytes: Vec<u8>) -> SourceEvent {
+fn hashed(bytes: ChunkBytes) -> SourceEvent {
     SourceEvent::Chunk {
         fingerprint: Fingerprint::of(&bytes),
         bytes,
@@ -441,7 +442,7 @@ struct Sent {
 struct HashJob {
     key: GroupKey,
     cost_bytes: usize,
-    bytes: Vec<u8>,
+    bytes: ChunkBytes,
 }
 
 /// Queue capacity in batches; the byte budget is the real bound.
@@ -550,7 +551,7 @@ impl Worker {
 
     /// Queues a chunk for an idle worker to hash; false once the consumer
     /// is gone.
-    fn hand_over(&mut self, key: GroupKey, bytes: Vec<u8>) -> bool {
+    fn hand_over(&mut self, key: GroupKey, bytes: ChunkBytes) -> bool {
         let cost_bytes = bytes.len() + EVENT_OVERHEAD_BYTES;
         if !self.acquire(key.0, cost_bytes) {
             return false;
@@ -882,7 +883,9 @@ mod tests {
         while let Some(event) = stream.next_event() {
             match event {
                 SourceEvent::FileStart(entry) => current = Some((entry.path, Vec::new())),
-                SourceEvent::Chunk { bytes, .. } => current.as_mut().unwrap().1.push(bytes),
+                SourceEvent::Chunk { bytes, .. } => {
+                    current.as_mut().unwrap().1.push(bytes.into_vec())
+                }
                 SourceEvent::FileEnd => {
                     let (path, chunks) = current.take().unwrap();
                     files.insert(path, chunks);
@@ -937,7 +940,7 @@ mod tests {
                 .map(|i| ((i * 2_654_435_761_usize) >> 13) as u8 ^ index as u8)
                 .collect();
             let streamed: Vec<Vec<u8>> = ChunkReader::new(&bytes[..], config)
-                .map(Result::unwrap)
+                .map(|chunk| chunk.unwrap().into_vec())
                 .collect();
             let path = format!("f{index}");
             expected.insert(path.clone(), streamed);

@@ -28,7 +28,7 @@ use crate::service::{
     ServiceResult,
 };
 use crate::store::ChunkStore;
-use crate::{BloomFilter, Fingerprint, Ring};
+use crate::{BloomFilter, ChunkBytes, Fingerprint, Ring};
 
 /// The file that makes a directory a repository.
 pub const CONFIG_PATH: &str = "config.json";
@@ -421,7 +421,7 @@ impl Repository {
         answers
     }
 
-    fn put_now(&self, chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<PutOutcome> {
+    fn put_now(&self, chunks: &[(Fingerprint, ChunkBytes)]) -> ServiceResult<PutOutcome> {
         let outcome = self.store.put_batch(chunks)?;
         // The pack is durable: now, and only now, the index may learn of it.
         // Chunks the store already had are recorded too, which heals an index
@@ -639,7 +639,7 @@ impl BackupService for Repository {
         Ok(self.query_now(client, &fingerprints, now_ms))
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, Vec<u8>)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
         self.put_now(&chunks)
     }
 
@@ -685,7 +685,7 @@ impl UploadThread<'_> {
 
 /// One batch for the upload thread, and where its outcome goes.
 struct UploadJob {
-    chunks: Vec<(Fingerprint, Vec<u8>)>,
+    chunks: Vec<(Fingerprint, ChunkBytes)>,
     done: futures_channel::oneshot::Sender<ServiceResult<PutOutcome>>,
 }
 
@@ -749,7 +749,7 @@ impl BackupService for UploadThread<'_> {
         self.repository.query(client, fingerprints, now_ms).await
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, Vec<u8>)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
         let (done, outcome) = futures_channel::oneshot::channel();
         let job = UploadJob { chunks, done };
         self.jobs.send(job).map_err(|_| upload_thread_stopped())?;

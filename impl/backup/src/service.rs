@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use crate::{BloomFilter, ChunkerConfig, Fingerprint, Manifest, SnapshotId, SnapshotSummary};
+use crate::{BloomFilter, ChunkBytes, ChunkerConfig, Fingerprint, Manifest, SnapshotId, SnapshotSummary};
 
 /// Who is asking the index, so a lease can name its holder.
 pub type ClientId = u64;
@@ -180,7 +180,7 @@ pub trait BackupService: Send + Sync {
     /// fingerprint. Returns only after both are durable.
     fn put_chunks(
         &self,
-        chunks: Vec<(Fingerprint, Vec<u8>)>,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
     ) -> impl Future<Output = ServiceResult<PutOutcome>> + Send;
 
     /// A chunk's bytes, verified against its fingerprint.

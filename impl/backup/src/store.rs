@@ -15,7 +15,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::Fingerprint;
+use crate::{ChunkBytes, Fingerprint};
 use crate::disk::{self, Disk};
 use crate::service::{ChunkProblem, PutOutcome, ServiceError, ServiceResult};
 
@@ -126,11 +126,11 @@ impl ChunkStore {
             let Ok(entries) = parse_pack_header(&pack_path, &bytes) else {
                 continue;
             };
-            let mut kept: Vec<(Fingerprint, Vec<u8>)> = Vec::new();
+            let mut kept: Vec<(Fingerprint, ChunkBytes)> = Vec::new();
             let mut dropped = Vec::new();
             for (fingerprint, chunk) in check_entries(&bytes, entries) {
                 match chunk {
-                    Ok(chunk) => kept.push((fingerprint, chunk.to_vec())),
+                    Ok(chunk) => kept.push((fingerprint, chunk.to_vec().into())),
                     Err(_) => dropped.push(fingerprint),
                 }
             }
@@ -192,12 +192,12 @@ impl ChunkStore {
     /// order); returns its path and each chunk's place in it.
     fn write_pack(
         &self,
-        chunks: &[&(Fingerprint, Vec<u8>)],
+        chunks: &[&(Fingerprint, ChunkBytes)],
     ) -> ServiceResult<(String, Vec<PackEntry>)> {
         let (pack_path, header, entries) = encode_pack_header(chunks);
         let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
         parts.push(&header);
-        parts.extend(chunks.iter().map(|(_, bytes)| bytes.as_slice()));
+        parts.extend(chunks.iter().map(|(_, bytes)| &**bytes));
         disk::write_atomic_parts(self.disk.as_ref(), &pack_path, &parts)
             .map_err(|error| ServiceError::storage(&pack_path, &error))?;
         Ok((pack_path, entries))
@@ -276,9 +276,9 @@ impl ChunkStore {
     ///
     /// The bytes are trusted to match their fingerprints; a receiver at a
     /// trust boundary (an RPC server) calls [`verify_chunks`] first.
-    pub fn put_batch(&self, chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<PutOutcome> {
+    pub fn put_batch(&self, chunks: &[(Fingerprint, ChunkBytes)]) -> ServiceResult<PutOutcome> {
         let mut outcome = PutOutcome::default();
-        let mut new_chunks: Vec<&(Fingerprint, Vec<u8>)> = Vec::with_capacity(chunks.len());
+        let mut new_chunks: Vec<&(Fingerprint, ChunkBytes)> = Vec::with_capacity(chunks.len());
         {
             let state = self.state.lock().expect("store lock");
             let mut in_batch = HashSet::with_capacity(chunks.len());
@@ -421,7 +421,7 @@ fn load_state(disk: &dyn Disk) -> ServiceResult<StoreState> {
 
 /// Checks that every chunk's bytes hash to its fingerprint: what a service
 /// receiving chunks from the network runs before [`ChunkStore::put_batch`].
-pub fn verify_chunks(chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<()> {
+pub fn verify_chunks(chunks: &[(Fingerprint, ChunkBytes)]) -> ServiceResult<()> {
     for (fingerprint, bytes) in chunks {
         check_chunk(fingerprint, bytes).map_err(|problem| ServiceError::ChunkDamaged {
             fingerprint: *fingerprint,
@@ -535,7 +535,7 @@ fn parse_pack_header(pack_path: &str, bytes: &[u8]) -> Result<Vec<PackEntry>, Ch
 
 /// Builds a pack's header: (disk path, header bytes, entries with absolute
 /// offsets). The chunks' bytes follow the header in the given order.
-fn encode_pack_header(chunks: &[&(Fingerprint, Vec<u8>)]) -> (String, Vec<u8>, Vec<PackEntry>) {
+fn encode_pack_header(chunks: &[&(Fingerprint, ChunkBytes)]) -> (String, Vec<u8>, Vec<PackEntry>) {
     let header_size_bytes = PACK_PREAMBLE_BYTES + chunks.len() * PACK_ENTRY_BYTES;
     let mut pack_bytes = Vec::with_capacity(header_size_bytes);
     pack_bytes.extend_from_slice(PACK_MAGIC);

@@ -395,8 +395,8 @@ fn a_damaged_copy_is_blamed_on_snapshots_only_when_reads_go_to_it() {
         let fingerprint = Fingerprint::of(&bytes);
         let other = common::random_bytes(2_000, 8);
         let racing_batch = [
-            (fingerprint, bytes.clone()),
-            (Fingerprint::of(&other), other),
+            (fingerprint, bytes.clone().into()),
+            (Fingerprint::of(&other), other.into()),
         ];
         assert_eq!(racer.put_batch(&racing_batch).unwrap().stored_chunks, 2);
 
@@ -577,7 +577,7 @@ fn crash_leftovers_are_harmless_and_cleaned_up() {
     let orphan_fingerprint = backup::Fingerprint::of(&orphan);
     repository
         .store()
-        .put_batch(&[(orphan_fingerprint, orphan.clone())])
+        .put_batch(&[(orphan_fingerprint, orphan.clone().into())])
         .unwrap();
     drop(repository);
 

@@ -5,7 +5,7 @@
 //! asking client's id where an oracle needs to know who did what (uploads, leases).
 
 use backup::service::{Answer, ClientId, PutOutcome, ServiceResult};
-use backup::{Fingerprint, Manifest, SnapshotId, SnapshotSummary};
+use backup::{ChunkBytes, Fingerprint, Manifest, SnapshotId, SnapshotSummary};
 use madsim::net::rpc::Request;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +50,7 @@ impl Request for ClaimsRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PutRequest {
     pub client: ClientId,
-    pub chunks: Vec<(Fingerprint, Vec<u8>)>,
+    pub chunks: Vec<(Fingerprint, ChunkBytes)>,
 }
 
 impl Request for PutRequest {

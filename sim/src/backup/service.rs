@@ -15,7 +15,7 @@ use backup::service::{
     Answer, BackupService, ClientId, ConcurrencyMode, PutOutcome, RepoConfig, ServiceError,
     ServiceResult,
 };
-use backup::{BloomFilter, Fingerprint, Manifest, Ring, SnapshotId, SnapshotSummary};
+use backup::{BloomFilter, ChunkBytes, Fingerprint, Manifest, Ring, SnapshotId, SnapshotSummary};
 use madsim::net::Endpoint;
 use madsim::net::rpc::Request;
 
@@ -153,7 +153,7 @@ impl BackupService for SimService {
         Ok(answers)
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, Vec<u8>)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
         let mut per_store = vec![Vec::new(); self.topology.stores.len()];
         let fingerprints: Vec<Fingerprint> = chunks.iter().map(|(f, _)| *f).collect();
         for chunk in chunks {
@@ -206,7 +206,7 @@ impl SimService {
     async fn put_to_store(
         &self,
         store: usize,
-        chunks: Vec<(Fingerprint, Vec<u8>)>,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
     ) -> ServiceResult<PutOutcome> {
         let single_attempt = RetryPolicy {
             attempts_max: 1,
@@ -257,7 +257,7 @@ impl SimService {
         }
     }
 
-    fn check_leases_live(&self, chunks: &[(Fingerprint, Vec<u8>)]) -> ServiceResult<()> {
+    fn check_leases_live(&self, chunks: &[(Fingerprint, ChunkBytes)]) -> ServiceResult<()> {
         let Some(lease_ms) = self.lease_ms() else {
             return Ok(());
         };
@@ -279,7 +279,7 @@ impl SimService {
         Ok(())
     }
 
-    fn note_uploads(&self, chunks: &[(Fingerprint, Vec<u8>)]) {
+    fn note_uploads(&self, chunks: &[(Fingerprint, ChunkBytes)]) {
         let sent_at_ms = madsim::time::TimeHandle::current().elapsed().as_millis() as u64;
         let mut observations = self.observations.lock().expect("observations lock");
         for (fingerprint, _) in chunks {
