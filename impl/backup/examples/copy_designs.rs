@@ -3,8 +3,7 @@
 //! packs (write, fsync, rename) on every core, in three buffer designs that
 //! differ only in how often each chunk's bytes are copied in memory:
 //!
-//! - `two-copies`: the engine's design until chunks became shared ranges of
-//!   the read buffer ([`backup::ChunkBytes`]). Each chunk is copied out of
+//! - `two-copies`: the engine's first design. Each chunk is copied out of
 //!   its read buffer into a buffer of its own, and one
 //!   packing thread later copies every chunk into the pack's staging buffer,
 //!   long after it was hashed, so from memory rather than cache.
@@ -12,6 +11,11 @@
 //!   after hashing it, while the bytes are still in cache.
 //! - `zero-copies`: each worker reads a file straight into its pack buffer
 //!   and chunks and hashes it there; only a buffer's unfinished tail moves.
+//!
+//! The engine now follows `zero-copies` by other means: its chunks are
+//! ranges of pooled, aligned read buffers ([`backup::ChunkBytes`]) that pass
+//! through the service boundary, and the store writes runs of them to the
+//! pack with `O_DIRECT` from where they were read.
 //!
 //! Beside them, the ceiling the benchmark uses: FastCDC + SHA-256 of the same
 //! bytes in memory on every core. Every design must find the same chunks;
@@ -291,7 +295,9 @@ fn two_copies(files: &[PathBuf], config: ChunkerConfig, chunks: &Sender<Vec<u8>>
             let chunk = chunk.expect("a listed file reads");
             found.add(&chunk);
             // The copy into a buffer of the chunk's own, as the engine did.
-            chunks.send(chunk.into_vec()).expect("the packer is running");
+            chunks
+                .send(chunk.into_vec())
+                .expect("the packer is running");
         }
     }
     found

@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use backup::disk::{Disk, RealDisk};
 use backup::{
-    BackupOptions, ChunkBytes, ChunkReader, ChunkerConfig, Clock, Fingerprint, FsSource, NoProgress,
-    Pipeline,
-    RepoConfig, Repository,
+    BackupOptions, ChunkBytes, ChunkReader, ChunkerConfig, Clock, Fingerprint, FsSource,
+    NoProgress, Pipeline, RepoConfig, Repository,
 };
 use rand::{RngCore, SeedableRng};
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use fastcdc::v2020::{self, Normalization};
 
 use crate::chunk_bytes::{Buffer, ChunkBytes};
+use crate::disk::{BLOCK_BYTES, HUGE_PAGE_BYTES};
 
 /// Chunk size bounds handed to FastCDC.
 ///
@@ -128,10 +129,12 @@ impl<R: Read> ChunkReader<R> {
             .validate()
             .expect("chunker config is validated when the repository opens");
         let (mask_s, mask_l) = v2020::select_masks(config.size_avg_bytes, Normalization::Level1);
-        // One byte past the hint lets the first refill see the end of file.
+        // One byte past the hint lets the first refill see the end of file;
+        // whole huge pages keep the pool's buffers to a few sizes.
         let buffer_size_bytes = size_hint_bytes
             .saturating_add(1)
-            .min(buffer_size_max(&config));
+            .min(buffer_size_max(&config))
+            .next_multiple_of(HUGE_PAGE_BYTES);
         Self {
             reader,
             config,
@@ -175,6 +178,16 @@ impl<R: Read> ChunkReader<R> {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
+        }
+        if self.at_eof {
+            // Past the end lies an earlier use's data, perhaps another
+            // file's: zero the rest of the last block, which a pack write
+            // straight from this buffer covers (ChunkBytes::block_window).
+            let block_end = self
+                .end_index
+                .next_multiple_of(BLOCK_BYTES)
+                .min(buffer.len());
+            buffer[self.end_index..block_end].fill(0);
         }
         Ok(())
     }
@@ -234,9 +247,13 @@ pub fn split_in_memory(bytes: Vec<u8>, config: ChunkerConfig) -> Vec<ChunkBytes>
     chunks
 }
 
-/// Four maximum chunks per refill amortise the compaction copy.
+/// Four maximum chunks per refill amortise the carrying over of the tail
+/// (at least 4 MiB, so it is a few percent of the bytes read), in whole
+/// huge pages.
 fn buffer_size_max(config: &ChunkerConfig) -> usize {
-    (config.size_max_bytes * 4).max(1 << 20)
+    (config.size_max_bytes * 4)
+        .max(4 << 20)
+        .next_multiple_of(HUGE_PAGE_BYTES)
 }
 
 impl<R: Read> Iterator for ChunkReader<R> {

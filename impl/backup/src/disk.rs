@@ -39,6 +39,23 @@ pub trait Disk: Send + Sync {
     fn write_parts(&self, path: &str, parts: &[&[u8]]) -> io::Result<()> {
         self.write(path, &parts.concat())
     }
+    /// As [`Disk::write`], for a file of `length_bytes` laid out as `pieces`
+    /// (in increasing offset order, not overlapping); bytes no piece covers
+    /// are unspecified. The default zero-fills them and writes the whole;
+    /// a real disk writes pieces with a block window straight from it.
+    fn write_pieces(&self, path: &str, length_bytes: u64, pieces: &[Piece<'_>]) -> io::Result<()> {
+        let length = usize::try_from(length_bytes).map_err(|_| too_long(length_bytes))?;
+        let mut bytes = vec![0; length];
+        for piece in pieces {
+            let start_index = usize::try_from(piece.offset_bytes).unwrap_or(usize::MAX);
+            let end_index = start_index.saturating_add(piece.bytes.len());
+            let Some(place) = bytes.get_mut(start_index..end_index) else {
+                return Err(piece_outside(piece, length_bytes));
+            };
+            place.copy_from_slice(piece.bytes);
+        }
+        self.write(path, &bytes)
+    }
     /// Reads up to `length_bytes` of `path` from `offset_bytes`: fewer when
     /// the file ends first (so a caller can tell truncation from damage).
     /// The default reads the whole file; real disks override it.
@@ -55,6 +72,36 @@ pub trait Disk: Send + Sync {
         let end_index = start_index.saturating_add(length_bytes).min(bytes.len());
         Ok(bytes[start_index..end_index].to_vec())
     }
+}
+
+/// Bytes of a file at a given offset, for [`Disk::write_pieces`].
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    /// Where the bytes go in the file.
+    pub offset_bytes: u64,
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// The same bytes widened to whole [`BLOCK_BYTES`] blocks of aligned
+    /// memory, with where `bytes` start in it (see
+    /// [`crate::ChunkBytes::block_window`]). When `offset_bytes` minus that
+    /// start is block-aligned, a real disk writes the window uncopied; the
+    /// widening lands in bytes no piece covers.
+    pub block_window: Option<(&'a [u8], usize)>,
+}
+
+fn too_long(length_bytes: u64) -> io::Error {
+    let message = format!("a file of {length_bytes} bytes does not fit in memory");
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+fn piece_outside(piece: &Piece<'_>, length_bytes: u64) -> io::Error {
+    let message = format!(
+        "a piece of {} bytes at offset {} lies outside a file of {length_bytes} bytes, \
+         or before the piece ahead of it (a bug in the caller's layout)",
+        piece.bytes.len(),
+        piece.offset_bytes
+    );
+    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 /// `path` if nothing is there yet, else the first free `path.N` (N = 1, 2,
@@ -84,8 +131,25 @@ pub fn write_atomic(disk: &dyn Disk, path: &str, bytes: &[u8]) -> io::Result<()>
 pub fn write_atomic_parts(disk: &dyn Disk, path: &str, parts: &[&[u8]]) -> io::Result<()> {
     let temp_path = temp_path_for(path);
     disk.write_parts(&temp_path, parts)?;
-    disk.fsync(&temp_path)?;
-    disk.rename(&temp_path, path)?;
+    publish(disk, &temp_path, path)
+}
+
+/// [`write_atomic`] for a file laid out as pieces ([`Disk::write_pieces`]).
+pub fn write_atomic_pieces(
+    disk: &dyn Disk,
+    path: &str,
+    length_bytes: u64,
+    pieces: &[Piece<'_>],
+) -> io::Result<()> {
+    let temp_path = temp_path_for(path);
+    disk.write_pieces(&temp_path, length_bytes, pieces)?;
+    publish(disk, &temp_path, path)
+}
+
+/// Makes the written `temp_path` durable as `path`.
+fn publish(disk: &dyn Disk, temp_path: &str, path: &str) -> io::Result<()> {
+    disk.fsync(temp_path)?;
+    disk.rename(temp_path, path)?;
     disk.fsync_dir(parent_dir(path))
 }
 
@@ -149,7 +213,8 @@ pub struct RealDisk {
 const DIRECT_WRITE_MIN_BYTES: usize = 1 << 20;
 /// Alignment of `O_DIRECT` offsets, lengths and buffers (the largest
 /// logical block size in common use).
-const DIRECT_ALIGN_BYTES: usize = 4096;
+pub const BLOCK_BYTES: usize = 4096;
+const DIRECT_ALIGN_BYTES: usize = BLOCK_BYTES;
 /// Bytes per `O_DIRECT` write.
 const DIRECT_STAGING_BYTES: usize = 8 << 20;
 /// A transparent huge page on x86-64 (and the alignment of the staging
@@ -167,11 +232,18 @@ impl RealDisk {
         })
     }
 
-    /// Writes `parts` to `full` with `O_DIRECT`; `Ok(false)` when the file
-    /// system refuses it (nothing useful written; the caller writes buffered).
-    fn write_direct(&self, full: &std::path::Path, parts: &[&[u8]]) -> io::Result<bool> {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        let refused = |error: &io::Error| error.raw_os_error() == Some(libc::EINVAL);
+    /// Writes `pieces` to `full` with `O_DIRECT`; `Ok(false)` when the file
+    /// system refuses it (nothing useful written; the caller writes
+    /// buffered). A piece whose block window lines up with the file's
+    /// blocks is written from it uncopied; the others are copied into the
+    /// staging buffer, which is written a block-aligned stretch at a time.
+    fn write_direct(
+        &self,
+        full: &std::path::Path,
+        length_bytes: u64,
+        pieces: &[Piece<'_>],
+    ) -> io::Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = match std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -180,7 +252,7 @@ impl RealDisk {
             .open(full)
         {
             Ok(file) => file,
-            Err(error) if refused(&error) => return Ok(false),
+            Err(error) if refused_direct(&error) => return Ok(false),
             Err(error) => return Err(error),
         };
         let mut staging = self
@@ -191,43 +263,37 @@ impl RealDisk {
             *staging = huge_page_buffer(DIRECT_STAGING_BYTES);
         }
         let start = staging.as_ptr().align_offset(HUGE_PAGE_BYTES);
-        let buffer = &mut staging[start..start + DIRECT_STAGING_BYTES];
-        let mut filled = 0;
-        let mut offset_bytes = 0_u64;
-        let flush = |buffer: &[u8], offset_bytes: &mut u64| -> io::Result<bool> {
-            match file.write_all_at(buffer, *offset_bytes) {
-                Ok(()) => {
-                    *offset_bytes += buffer.len() as u64;
-                    Ok(true)
-                }
-                Err(error) if refused(&error) => Ok(false),
-                Err(error) => Err(error),
-            }
+        let mut writer = DirectWriter {
+            file: &file,
+            staging: &mut staging[start..start + DIRECT_STAGING_BYTES],
+            staged_offset_bytes: 0,
+            staged_bytes: 0,
+            written_end_bytes: 0,
         };
-        for part in parts {
-            let mut rest = *part;
-            while !rest.is_empty() {
-                let taken = rest.len().min(buffer.len() - filled);
-                buffer[filled..filled + taken].copy_from_slice(&rest[..taken]);
-                (filled, rest) = (filled + taken, &rest[taken..]);
-                if filled == buffer.len() {
-                    if !flush(buffer, &mut offset_bytes)? {
-                        return Ok(false);
-                    }
-                    filled = 0;
-                }
+        let mut piece_end_bytes = 0;
+        for piece in pieces {
+            if piece.offset_bytes < piece_end_bytes {
+                return Err(piece_outside(piece, length_bytes));
             }
-        }
-        if filled > 0 {
-            // The tail is padded to a whole block, then cut off again.
-            let padded = filled.next_multiple_of(DIRECT_ALIGN_BYTES);
-            buffer[filled..padded].fill(0);
-            if !flush(&buffer[..padded], &mut offset_bytes)? {
+            piece_end_bytes = piece.offset_bytes + piece.bytes.len() as u64;
+            let written = match lined_up(piece) {
+                Some((window, at_bytes)) => writer.write_window(window, at_bytes)?,
+                None => writer.stage(piece.offset_bytes, piece.bytes)?,
+            };
+            if !written {
                 return Ok(false);
             }
         }
-        let total_bytes: usize = parts.iter().map(|part| part.len()).sum();
-        file.set_len(total_bytes as u64)?;
+        if piece_end_bytes > length_bytes {
+            return Err(piece_outside(
+                pieces.last().expect("some piece"),
+                length_bytes,
+            ));
+        }
+        if !writer.flush()? {
+            return Ok(false);
+        }
+        file.set_len(length_bytes)?;
         Ok(true)
     }
 
@@ -262,11 +328,55 @@ impl Disk for RealDisk {
             create_dirs_durably(parent)?;
         }
         let total_bytes: usize = parts.iter().map(|part| part.len()).sum();
-        if total_bytes >= DIRECT_WRITE_MIN_BYTES && self.write_direct(&full, parts)? {
-            return Ok(());
+        if total_bytes >= DIRECT_WRITE_MIN_BYTES {
+            let mut offset_bytes = 0;
+            let pieces: Vec<Piece<'_>> = parts
+                .iter()
+                .map(|part| {
+                    let piece = Piece {
+                        offset_bytes,
+                        bytes: part,
+                        block_window: None,
+                    };
+                    offset_bytes += part.len() as u64;
+                    piece
+                })
+                .collect();
+            if self.write_direct(&full, total_bytes as u64, &pieces)? {
+                return Ok(());
+            }
         }
         let mut file = std::fs::File::create(full)?;
         parts.iter().try_for_each(|part| file.write_all(part))
+    }
+
+    fn write_pieces(&self, path: &str, length_bytes: u64, pieces: &[Piece<'_>]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let full = self.resolve(path)?;
+        if let Some(parent) = full.parent() {
+            create_dirs_durably(parent)?;
+        }
+        if length_bytes >= DIRECT_WRITE_MIN_BYTES as u64
+            && self.write_direct(&full, length_bytes, pieces)?
+        {
+            return Ok(());
+        }
+        let file = std::fs::File::create(full)?;
+        let mut piece_end_bytes = 0;
+        for piece in pieces {
+            if piece.offset_bytes < piece_end_bytes {
+                return Err(piece_outside(piece, length_bytes));
+            }
+            piece_end_bytes = piece.offset_bytes + piece.bytes.len() as u64;
+            file.write_all_at(piece.bytes, piece.offset_bytes)?;
+        }
+        if piece_end_bytes > length_bytes {
+            return Err(piece_outside(
+                pieces.last().expect("some piece"),
+                length_bytes,
+            ));
+        }
+        file.set_len(length_bytes)
     }
 
     fn fsync(&self, path: &str) -> io::Result<()> {
@@ -320,6 +430,106 @@ impl Disk for RealDisk {
         let mut bytes = Vec::with_capacity(length_bytes);
         file.take(length_bytes as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+}
+
+fn refused_direct(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// A piece's block window and the file offset it goes to, when both line
+/// up with blocks (so `O_DIRECT` can write it as it is).
+fn lined_up<'a>(piece: &Piece<'a>) -> Option<(&'a [u8], u64)> {
+    let (window, start_index) = piece.block_window?;
+    let at_bytes = piece.offset_bytes.checked_sub(start_index as u64)?;
+    let block = DIRECT_ALIGN_BYTES;
+    let lined_up = at_bytes.is_multiple_of(block as u64)
+        && (window.as_ptr() as usize).is_multiple_of(block)
+        && window.len().is_multiple_of(block)
+        && window
+            .get(start_index..start_index + piece.bytes.len())
+            .is_some_and(|within| std::ptr::eq(within, piece.bytes));
+    lined_up.then_some((window, at_bytes))
+}
+
+/// The state of one `O_DIRECT` file write: what is staged for a
+/// block-aligned stretch, and how far the file has been written.
+struct DirectWriter<'a> {
+    file: &'a std::fs::File,
+    staging: &'a mut [u8],
+    /// File offset of `staging[0]` (block-aligned).
+    staged_offset_bytes: u64,
+    staged_bytes: usize,
+    /// End of the last block written: later writes must start at or after.
+    written_end_bytes: u64,
+}
+
+impl DirectWriter<'_> {
+    /// Writes `bytes` (whole blocks of aligned memory) at `at_bytes`;
+    /// `Ok(false)` when `O_DIRECT` is refused.
+    fn write_at(&mut self, bytes: &[u8], at_bytes: u64) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        if at_bytes < self.written_end_bytes {
+            let message = format!(
+                "a write at offset {at_bytes} would overwrite the block written up to {} \
+                 (pieces share a block: a bug in the caller's layout)",
+                self.written_end_bytes
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        match self.file.write_all_at(bytes, at_bytes) {
+            Ok(()) => {
+                self.written_end_bytes = at_bytes + bytes.len() as u64;
+                Ok(true)
+            }
+            Err(error) if refused_direct(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn write_window(&mut self, window: &[u8], at_bytes: u64) -> io::Result<bool> {
+        Ok(self.flush()? && self.write_at(window, at_bytes)?)
+    }
+
+    /// Copies `bytes`, bound for `offset_bytes`, into the staging buffer,
+    /// writing it out whenever it fills or the bytes do not continue it.
+    fn stage(&mut self, mut offset_bytes: u64, mut bytes: &[u8]) -> io::Result<bool> {
+        let block = DIRECT_ALIGN_BYTES as u64;
+        while !bytes.is_empty() {
+            let staged_end_bytes = self.staged_offset_bytes + self.staged_bytes as u64;
+            if self.staged_bytes > 0 && offset_bytes != staged_end_bytes && !self.flush()? {
+                return Ok(false);
+            }
+            if self.staged_bytes == 0 {
+                self.staged_offset_bytes = offset_bytes - offset_bytes % block;
+                let lead_bytes = (offset_bytes % block) as usize;
+                self.staging[..lead_bytes].fill(0);
+                self.staged_bytes = lead_bytes;
+            }
+            let taken = bytes.len().min(self.staging.len() - self.staged_bytes);
+            let end = self.staged_bytes + taken;
+            self.staging[self.staged_bytes..end].copy_from_slice(&bytes[..taken]);
+            self.staged_bytes = end;
+            (offset_bytes, bytes) = (offset_bytes + taken as u64, &bytes[taken..]);
+            if self.staged_bytes == self.staging.len() && !self.flush()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes what is staged, its last block padded with zeroes.
+    fn flush(&mut self) -> io::Result<bool> {
+        if self.staged_bytes == 0 {
+            return Ok(true);
+        }
+        let padded = self.staged_bytes.next_multiple_of(DIRECT_ALIGN_BYTES);
+        self.staging[self.staged_bytes..padded].fill(0);
+        self.staged_bytes = 0;
+        let (staging, at_bytes) = (std::mem::take(&mut self.staging), self.staged_offset_bytes);
+        let written = self.write_at(&staging[..padded], at_bytes);
+        self.staging = staging;
+        written
     }
 }
 

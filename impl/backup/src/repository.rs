@@ -639,7 +639,10 @@ impl BackupService for Repository {
         Ok(self.query_now(client, &fingerprints, now_ms))
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(
+        &self,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
+    ) -> ServiceResult<PutOutcome> {
         self.put_now(&chunks)
     }
 
@@ -749,7 +752,10 @@ impl BackupService for UploadThread<'_> {
         self.repository.query(client, fingerprints, now_ms).await
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(
+        &self,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
+    ) -> ServiceResult<PutOutcome> {
         let (done, outcome) = futures_channel::oneshot::channel();
         let job = UploadJob { chunks, done };
         self.jobs.send(job).map_err(|_| upload_thread_stopped())?;

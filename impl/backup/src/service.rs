@@ -8,7 +8,9 @@
 
 use std::future::Future;
 
-use crate::{BloomFilter, ChunkBytes, ChunkerConfig, Fingerprint, Manifest, SnapshotId, SnapshotSummary};
+use crate::{
+    BloomFilter, ChunkBytes, ChunkerConfig, Fingerprint, Manifest, SnapshotId, SnapshotSummary,
+};
 
 /// Who is asking the index, so a lease can name its holder.
 pub type ClientId = u64;

@@ -153,7 +153,10 @@ impl BackupService for SimService {
         Ok(answers)
     }
 
-    async fn put_chunks(&self, chunks: Vec<(Fingerprint, ChunkBytes)>) -> ServiceResult<PutOutcome> {
+    async fn put_chunks(
+        &self,
+        chunks: Vec<(Fingerprint, ChunkBytes)>,
+    ) -> ServiceResult<PutOutcome> {
         let mut per_store = vec![Vec::new(); self.topology.stores.len()];
         let fingerprints: Vec<Fingerprint> = chunks.iter().map(|(f, _)| *f).collect();
         for chunk in chunks {
