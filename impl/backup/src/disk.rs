@@ -214,11 +214,10 @@ const DIRECT_WRITE_MIN_BYTES: usize = 1 << 20;
 /// Alignment of `O_DIRECT` offsets, lengths and buffers (the largest
 /// logical block size in common use).
 pub const BLOCK_BYTES: usize = 4096;
-const DIRECT_ALIGN_BYTES: usize = BLOCK_BYTES;
 /// Bytes per `O_DIRECT` write.
 const DIRECT_STAGING_BYTES: usize = 8 << 20;
 /// A transparent huge page on x86-64 (and the alignment of the staging
-/// buffer, a multiple of [`DIRECT_ALIGN_BYTES`]).
+/// buffer, a multiple of [`BLOCK_BYTES`]).
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 impl RealDisk {
@@ -442,7 +441,7 @@ fn refused_direct(error: &io::Error) -> bool {
 fn lined_up<'a>(piece: &Piece<'a>) -> Option<(&'a [u8], u64)> {
     let (window, start_index) = piece.block_window?;
     let at_bytes = piece.offset_bytes.checked_sub(start_index as u64)?;
-    let block = DIRECT_ALIGN_BYTES;
+    let block = BLOCK_BYTES;
     let lined_up = at_bytes.is_multiple_of(block as u64)
         && (window.as_ptr() as usize).is_multiple_of(block)
         && window.len().is_multiple_of(block)
@@ -494,7 +493,7 @@ impl DirectWriter<'_> {
     /// Copies `bytes`, bound for `offset_bytes`, into the staging buffer,
     /// writing it out whenever it fills or the bytes do not continue it.
     fn stage(&mut self, mut offset_bytes: u64, mut bytes: &[u8]) -> io::Result<bool> {
-        let block = DIRECT_ALIGN_BYTES as u64;
+        let block = BLOCK_BYTES as u64;
         while !bytes.is_empty() {
             let staged_end_bytes = self.staged_offset_bytes + self.staged_bytes as u64;
             if self.staged_bytes > 0 && offset_bytes != staged_end_bytes && !self.flush()? {
@@ -523,7 +522,7 @@ impl DirectWriter<'_> {
         if self.staged_bytes == 0 {
             return Ok(true);
         }
-        let padded = self.staged_bytes.next_multiple_of(DIRECT_ALIGN_BYTES);
+        let padded = self.staged_bytes.next_multiple_of(BLOCK_BYTES);
         self.staging[self.staged_bytes..padded].fill(0);
         self.staged_bytes = 0;
         let (staging, at_bytes) = (std::mem::take(&mut self.staging), self.staged_offset_bytes);
