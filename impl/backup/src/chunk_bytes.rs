@@ -213,6 +213,19 @@ impl ChunkBytes {
         }
     }
 
+    /// The same bytes in an allocation of their own (a copy), so that the
+    /// buffer they were cut from is no longer held by them.
+    pub fn detached(&self) -> ChunkBytes {
+        ChunkBytes::from(self.to_vec())
+    }
+
+    /// Which buffer these bytes lie in (equal for every chunk cut from one
+    /// buffer while it lives), and its size: what holding them keeps
+    /// allocated.
+    pub fn buffer_identity(&self) -> (usize, usize) {
+        (Arc::as_ptr(&self.buffer) as usize, self.buffer.len())
+    }
+
     /// These bytes followed by `next`'s, as one range, when `next` was cut
     /// from the same buffer right after them; otherwise `None`.
     pub fn joined(&self, next: &ChunkBytes) -> Option<ChunkBytes> {

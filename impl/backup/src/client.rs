@@ -351,6 +351,8 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
             batch_size_bytes: uploader.options.batch_size_bytes,
             batch: Batch::new(),
             batch_bytes: 0,
+            held_buffers: HashMap::new(),
+            held_buffer_bytes: 0,
             entries: Vec::new(),
             current_file: None,
         };
@@ -433,6 +435,11 @@ struct BatchReader<'r> {
     batch_size_bytes: usize,
     batch: Batch,
     batch_bytes: usize,
+    /// Per read buffer the batch's chunks lie in: its size and the bytes
+    /// of it the batch holds (see [`BatchReader::release_sparse_buffers`]).
+    held_buffers: HashMap<usize, (usize, usize)>,
+    /// Sum of the sizes of `held_buffers`.
+    held_buffer_bytes: usize,
     /// Manifest entries in the order read, which is the listing's.
     entries: Vec<Entry>,
     /// The file being read: its entry, its chunks so far and their bytes.
@@ -449,15 +456,49 @@ impl BatchReader<'_> {
     ) -> Result<(Batch, bool), BackupError> {
         while let Some(event) = events.next_event() {
             if self.take_event(event, progress)? {
-                self.batch_bytes = 0;
-                return Ok((std::mem::take(&mut self.batch), false));
+                return Ok((self.take_batch(), false));
             }
         }
         if self.current_file.is_some() {
             return Err(protocol("a file without its end"));
         }
+        Ok((self.take_batch(), true))
+    }
+
+    fn take_batch(&mut self) -> Batch {
         self.batch_bytes = 0;
-        Ok((std::mem::take(&mut self.batch), true))
+        self.held_buffers.clear();
+        self.held_buffer_bytes = 0;
+        std::mem::take(&mut self.batch)
+    }
+
+    /// A chunk keeps its whole read buffer allocated (4 MiB, typically),
+    /// however little of it the chunk is: when files differ from ones
+    /// already stored by an edit or two, each new chunk may be all a buffer
+    /// still holds. Once the buffers a batch holds add up to twice the batch
+    /// size, the chunks that hold less than half their buffer are copied
+    /// out, so the buffers go back to the pool and memory stays bounded. A
+    /// first backup, whose batches hold their buffers nearly whole, never
+    /// gets here.
+    fn release_sparse_buffers(&mut self) {
+        let held_buffers = &self.held_buffers;
+        for (_, bytes) in &mut self.batch {
+            let (key, _) = bytes.buffer_identity();
+            let (size_bytes, used_bytes) = held_buffers[&key];
+            if used_bytes * 2 < size_bytes {
+                *bytes = bytes.detached();
+            }
+        }
+        self.held_buffers.clear();
+        self.held_buffer_bytes = 0;
+        for (_, bytes) in &self.batch {
+            let (key, size_bytes) = bytes.buffer_identity();
+            let held = self.held_buffers.entry(key).or_insert_with(|| {
+                self.held_buffer_bytes += size_bytes;
+                (size_bytes, 0)
+            });
+            held.1 += bytes.len();
+        }
     }
 
     /// Takes one event; true once the batch is full.
@@ -569,7 +610,16 @@ impl BatchReader<'_> {
             return false;
         }
         self.batch_bytes += bytes.len();
+        let (key, size_bytes) = bytes.buffer_identity();
+        let held = self.held_buffers.entry(key).or_insert_with(|| {
+            self.held_buffer_bytes += size_bytes;
+            (size_bytes, 0)
+        });
+        held.1 += bytes.len();
         self.batch.push((fingerprint, bytes));
+        if self.held_buffer_bytes > 2 * self.batch_size_bytes.max(1) {
+            self.release_sparse_buffers();
+        }
         self.batch_bytes >= self.batch_size_bytes
     }
 }
@@ -746,5 +796,97 @@ pub async fn find_snapshot<S: BackupService>(
             prefix: prefix.to_string(),
             count,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_bytes::Buffer;
+
+    fn reader<'r>(
+        seen: &'r mut HashSet<Fingerprint>,
+        stats: &'r mut BackupStats,
+        batch_size_bytes: usize,
+    ) -> BatchReader<'r> {
+        BatchReader {
+            seen,
+            stats,
+            batch_size_bytes,
+            batch: Batch::new(),
+            batch_bytes: 0,
+            held_buffers: HashMap::new(),
+            held_buffer_bytes: 0,
+            entries: Vec::new(),
+            current_file: None,
+        }
+    }
+
+    /// A chunk cut from a pooled buffer of `buffer_bytes`, `chunk_bytes`
+    /// long, unique by `seed`; the buffer is held by the chunk alone.
+    fn lone_chunk(buffer_bytes: usize, chunk_bytes: usize, seed: u8) -> ChunkBytes {
+        let mut buffer = Buffer::pooled(buffer_bytes);
+        buffer[..chunk_bytes].fill(seed);
+        ChunkBytes::cut(&Arc::new(buffer), 0..chunk_bytes)
+    }
+
+    /// Files that differ from stored ones by an edit leave one new chunk per
+    /// 4 MiB read buffer: held as they are, a batch of such chunks would keep
+    /// gigabytes allocated. Past twice the batch size in buffers, the sparse
+    /// chunks are copied out; the bytes stay the same.
+    #[test]
+    fn chunks_holding_little_of_their_buffer_are_copied_out_past_a_bound() {
+        let (mut seen, mut stats) = (HashSet::new(), BackupStats::default());
+        let batch_size_bytes = 1 << 20;
+        let mut batch = reader(&mut seen, &mut stats, batch_size_bytes);
+        for seed in 0..12 {
+            let chunk = lone_chunk(4 << 20, 64 << 10, seed);
+            let fingerprint = Fingerprint::of(&chunk);
+            assert!(
+                !batch.add_chunk(fingerprint, chunk),
+                "64 KiB chunks fill no batch"
+            );
+            assert!(batch.held_buffer_bytes <= 2 * batch_size_bytes + (4 << 20));
+        }
+        assert_eq!(batch.batch.len(), 12);
+        for (seed, (fingerprint, bytes)) in batch.batch.iter().enumerate() {
+            assert_eq!(Fingerprint::of(bytes), *fingerprint);
+            assert!(bytes.iter().all(|&byte| byte == seed as u8));
+        }
+        assert!(
+            batch
+                .batch
+                .iter()
+                .any(|(_, bytes)| bytes.block_window().is_none())
+        );
+    }
+
+    /// A first backup's batches hold their buffers nearly whole: nothing is
+    /// copied, so the chunks can still be written from where they were read.
+    #[test]
+    fn chunks_that_fill_their_buffers_stay_where_they_were_read() {
+        let (mut seen, mut stats) = (HashSet::new(), BackupStats::default());
+        let batch_size_bytes = 16 << 20;
+        let mut batch = reader(&mut seen, &mut stats, batch_size_bytes);
+        let mut full = false;
+        for seed in 0..6 {
+            let mut buffer = Buffer::pooled(4 << 20);
+            buffer.fill(seed);
+            for part in 0..4 {
+                buffer[part << 20] = part as u8;
+            }
+            let buffer = Arc::new(buffer);
+            for part in 0..4 {
+                let chunk = ChunkBytes::cut(&buffer, part << 20..(part + 1) << 20);
+                full = batch.add_chunk(Fingerprint::of(&chunk), chunk);
+            }
+        }
+        assert!(full);
+        assert!(
+            batch
+                .batch
+                .iter()
+                .all(|(_, bytes)| bytes.block_window().is_some())
+        );
     }
 }

@@ -426,7 +426,13 @@ impl Disk for RealDisk {
         use std::io::{Read, Seek};
         let mut file = std::fs::File::open(self.resolve(path)?)?;
         file.seek(io::SeekFrom::Start(offset_bytes))?;
-        let mut bytes = Vec::with_capacity(length_bytes);
+        // Sized by what the file holds, not by what was asked: a damaged
+        // length (a pack header's entry count) must read short, not try to
+        // allocate gigabytes.
+        let present_bytes = file.metadata()?.len().saturating_sub(offset_bytes);
+        let capacity = usize::try_from(present_bytes)
+            .map_or(length_bytes, |present| present.min(length_bytes));
+        let mut bytes = Vec::with_capacity(capacity);
         file.take(length_bytes as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
     }

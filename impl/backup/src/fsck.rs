@@ -364,6 +364,7 @@ pub fn repair(repository: &Repository) -> Result<RepairReport, ServiceError> {
                 .push(manifests.quarantine(&id)?);
         }
     }
+    repository.upgrade_format()?;
     for (pack_path, dropped) in store.drop_damaged_chunks()? {
         report.packs_rewritten.push(pack_path);
         report.chunks_dropped.extend(dropped);

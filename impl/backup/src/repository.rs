@@ -284,6 +284,8 @@ pub fn is_repository_entry(name: &str) -> bool {
 pub struct Repository {
     disk: Arc<dyn Disk>,
     config: RepoConfig,
+    /// The format `config.json` says, raised by [`Repository::upgrade_format`].
+    format_version_on_disk: std::sync::Mutex<u32>,
     ring: Ring,
     shards: Vec<Index>,
     store: ChunkStore,
@@ -332,11 +334,14 @@ impl Repository {
             serde_json::from_slice(&bytes).map_err(|error| ServiceError::Repository {
                 detail: format!("{CONFIG_PATH} is unreadable: {error}"),
             })?;
-        if config.format_version != RepoConfig::FORMAT_VERSION {
+        let readable = RepoConfig::FORMAT_VERSION_MIN..=RepoConfig::FORMAT_VERSION;
+        if !readable.contains(&config.format_version) {
             return Err(ServiceError::Repository {
                 detail: format!(
-                    "format version {} found, this build reads version {}",
+                    "format version {} found, this build reads versions {} to {}; \
+                     use a crosscheck that reads it",
                     config.format_version,
+                    RepoConfig::FORMAT_VERSION_MIN,
                     RepoConfig::FORMAT_VERSION
                 ),
             });
@@ -349,6 +354,7 @@ impl Repository {
         let manifests = ManifestStore::new(disk.clone());
         Ok(Self {
             disk,
+            format_version_on_disk: std::sync::Mutex::new(config.format_version),
             config,
             ring,
             shards,
@@ -421,7 +427,30 @@ impl Repository {
         answers
     }
 
+    /// Raises `config.json`'s format version to this build's, durably,
+    /// unless it is there already: called before anything of the current
+    /// format is written. Only the version changes.
+    pub fn upgrade_format(&self) -> ServiceResult<()> {
+        let mut on_disk = self
+            .format_version_on_disk
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if *on_disk >= RepoConfig::FORMAT_VERSION {
+            return Ok(());
+        }
+        let config = RepoConfig {
+            format_version: RepoConfig::FORMAT_VERSION,
+            ..self.config.clone()
+        };
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        disk::write_atomic(self.disk.as_ref(), CONFIG_PATH, &bytes)
+            .map_err(|error| ServiceError::storage(CONFIG_PATH, &error))?;
+        *on_disk = RepoConfig::FORMAT_VERSION;
+        Ok(())
+    }
+
     fn put_now(&self, chunks: &[(Fingerprint, ChunkBytes)]) -> ServiceResult<PutOutcome> {
+        self.upgrade_format()?;
         let outcome = self.store.put_batch(chunks)?;
         // The pack is durable: now, and only now, the index may learn of it.
         // Chunks the store already had are recorded too, which heals an index

@@ -74,8 +74,14 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
-    /// The on-disk format this code reads and writes.
-    pub const FORMAT_VERSION: u32 = 1;
+    /// The on-disk format this code writes: 2 since packs give each chunk's
+    /// offset (CCPACK02).
+    pub const FORMAT_VERSION: u32 = 2;
+    /// The oldest format this code reads. A repository of an older format
+    /// is upgraded (its `format_version` raised) before the first pack of
+    /// the new format goes into it, so a build that cannot read those packs
+    /// refuses the repository instead of calling them damaged.
+    pub const FORMAT_VERSION_MIN: u32 = 1;
 }
 
 impl Default for RepoConfig {

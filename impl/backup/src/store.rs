@@ -805,6 +805,29 @@ mod tests {
         assert_eq!(layout.length_bytes, last_offset + u64::from(last_length));
     }
 
+    /// A damaged entry count (it sizes the header read) makes the pack
+    /// unreadable, named at open; it must not make the reader try to
+    /// allocate what the count implies.
+    #[test]
+    fn a_pack_with_a_damaged_entry_count_is_reported_not_fatal() {
+        let directory = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(RealDisk::open(directory.path()).unwrap());
+        let chunks = mixed_chunks(16 << 10);
+        ChunkStore::open(Arc::clone(&disk))
+            .unwrap()
+            .put_batch(&chunks)
+            .unwrap();
+        let pack_path = ChunkStore::open(Arc::clone(&disk)).unwrap().pack_paths()[0].clone();
+        let mut bytes = disk.read(&pack_path).unwrap();
+        bytes[8] = 0xff;
+        disk.write(&pack_path, &bytes).unwrap();
+        let store = ChunkStore::open(disk).unwrap();
+        let damaged = store.damaged_packs();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].path, pack_path);
+        assert!(store.get(&chunks[0].0).is_err());
+    }
+
     /// Packs written before offsets were explicit still open and read.
     #[test]
     fn packs_of_the_first_format_still_read() {

@@ -835,3 +835,40 @@ fn a_snapshot_name_without_a_manifest_file_stops_nothing() {
     assert!(snapshots.join(format!("{dangling}.json")).is_symlink());
     assert!(snapshots.join(&looped).is_symlink());
 }
+
+/// A repository of the first format (format_version 1) opens; the first
+/// backup into it raises the version before writing a pack of the current
+/// format, so an older build refuses the repository instead of calling the
+/// new packs damaged. A version newer than this build's is refused by name.
+#[test]
+fn an_older_format_is_upgraded_before_new_packs_and_a_newer_one_is_refused() {
+    let (dir, repository) = common::repository(common::small_chunks());
+    drop(repository);
+    let config_path = dir.path().join(backup::repository::CONFIG_PATH);
+    let set_version = |version: u32| {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        config["format_version"] = version.into();
+        std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    };
+    let version_on_disk = || {
+        let config: RepoConfig =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        config.format_version
+    };
+    set_version(1);
+    let repository = common::reopen(dir.path());
+    assert_eq!(version_on_disk(), 1, "opening alone changes nothing");
+    let source = tempfile::tempdir().unwrap();
+    sample_tree(source.path());
+    common::backup_dir(&repository, source.path(), Pipeline::Inline);
+    assert_eq!(version_on_disk(), RepoConfig::FORMAT_VERSION);
+    drop(repository);
+    set_version(RepoConfig::FORMAT_VERSION + 1);
+    let disk = Arc::new(backup::disk::RealDisk::open(dir.path()).unwrap());
+    let Err(ServiceError::Repository { detail }) = Repository::open(disk) else {
+        panic!("a newer format must be refused");
+    };
+    let expected = format!("format version {} found", RepoConfig::FORMAT_VERSION + 1);
+    assert!(detail.contains(&expected), "{detail}");
+}
