@@ -692,8 +692,23 @@ fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
         ("symlink", "ln/x".to_string()),
     ];
     let mut planted = Vec::new();
+    // A millisecond newer than the sound snapshot, so `restore latest` below
+    // meets every planted one first, whatever their ids.
+    let time_field = |manifest: &str| {
+        let start = manifest.find(r#""time_unix_ms":"#).expect("a time") + 15;
+        let digits = manifest[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap();
+        manifest[start..start + digits].to_string()
+    };
+    let time = time_field(&original);
+    let newer_time: u64 = time.parse::<u64>().unwrap() + 1;
     for (case, bad_path) in &cases {
         let mut manifest = original.replace(good_path, &format!(r#""path":"{bad_path}""#));
+        manifest = manifest.replace(
+            &format!(r#""time_unix_ms":{time}"#),
+            &format!(r#""time_unix_ms":{newer_time}"#),
+        );
         if *case == "symlink" {
             let link = format!(
                 r#"{{"path":"ln","mode":511,"kind":"symlink","target":"{}"}},"#,
@@ -736,8 +751,8 @@ fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
     planted.sort();
     assert_eq!(damaged, planted, "{report}");
 
-    // `restore latest` passes over those that sort as newer (the time is the
-    // same; the id decides), names them, and restores the sound snapshot.
+    // `restore latest` passes over every planted one (each is newer), names
+    // them, and restores the sound snapshot.
     let target = scratch.path().join("latest");
     let args = [
         "restore".as_ref(),
@@ -751,7 +766,7 @@ fn restore_refuses_dot_dot_absolute_and_through_symlink_paths_before_writing() {
     assert_eq!(output.status.code(), Some(1));
     let restored: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(restored["snapshot_id"].as_str(), Some(id.as_str()));
-    let newer: Vec<&String> = planted.iter().filter(|planted| **planted > id).collect();
+    let newer: Vec<&String> = planted.iter().collect();
     let mut passed: Vec<&str> = restored["passed_over"]
         .as_array()
         .unwrap()
