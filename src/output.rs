@@ -29,12 +29,23 @@ pub fn progress_drawn() -> bool {
     !JSON.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
 }
 
+/// Writes a line to stderr. A stderr that cannot take it (closed, or a full
+/// disk behind it) loses the line, never the command's outcome: the exit
+/// code still says how the command ended (`eprintln!` would panic instead).
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Prints a note on a command's progress: the text, or `{"note": text}`.
 pub fn print_note(text: std::fmt::Arguments<'_>) {
     if JSON.load(Ordering::Relaxed) {
-        eprintln!("{}", serde_json::json!({ "note": text.to_string() }));
+        stderr_line(format_args!(
+            "{}",
+            serde_json::json!({ "note": text.to_string() })
+        ));
     } else {
-        eprintln!("{text}");
+        stderr_line(text);
     }
 }
 
@@ -44,9 +55,9 @@ pub fn print_note(text: std::fmt::Arguments<'_>) {
 pub fn print_error(message: &str, verdict: Verdict) {
     if JSON.load(Ordering::Relaxed) {
         let error = serde_json::json!({ "error": message, "exit_code": verdict.exit_code() });
-        eprintln!("{error}");
+        stderr_line(format_args!("{error}"));
     } else {
-        eprintln!("error: {message}");
+        stderr_line(format_args!("error: {message}"));
     }
 }
 
@@ -59,7 +70,7 @@ pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(ToString::to_string);
         let panic = serde_json::json!({ "panic": panic_text(info.payload()), "at": at });
-        eprintln!("{panic}");
+        stderr_line(format_args!("{panic}"));
     }));
 }
 

@@ -1144,6 +1144,26 @@ fn failures_under_json_are_one_json_object_on_stderr() {
         error["error"].as_str().unwrap().contains("No space left"),
         "{error}"
     );
+
+    // A stderr that cannot be written loses the error's text, not its exit
+    // code (writing it must not panic into exit code 101).
+    let not_a_repo = tempfile::tempdir().unwrap();
+    for json in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crosscheck"));
+        command.args([
+            "snapshots".as_ref(),
+            "--repo".as_ref(),
+            not_a_repo.path().as_os_str(),
+        ]);
+        if json {
+            command.arg("--json");
+        }
+        let status = command
+            .stderr(fs::File::create("/dev/full").unwrap())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "--json {json}");
+    }
 }
 
 /// A directory that is not a repository is refused by every command that
