@@ -15,7 +15,9 @@
 //!   simulator implements it over RPC with the same [`index::Index`],
 //!   [`store::ChunkStore`] and [`repository::ManifestStore`] on separate nodes.
 //! - [`client::backup`] reads a [`source::Source`] through a
-//!   [`pipeline::Pipeline`] (inline, or parallel on every core).
+//!   [`pipeline::Pipeline`] (inline, or parallel on every core). Chunks
+//!   travel as [`ChunkBytes`], ranges of pooled read buffers, never copied
+//!   on the way to the pack that the store writes from them.
 //! - [`restore::restore`] validates every manifest path before writing.
 //! - [`fsck::fsck`] tells damage from harmless leftovers.
 //!

@@ -56,7 +56,7 @@ pub enum EntryKind {
 }
 
 /// One path in a snapshot. Written with the kind's fields flattened beside
-/// `path` and `mode`; read through [`EntryWire`], because serde's reader
+/// `path` and `mode`; read through `EntryWire`, because serde's reader
 /// for a flattened tagged enum buffers every entry before decoding it (it
 /// was most of the time a re-backup of the Rust docs tree took).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
