@@ -345,17 +345,8 @@ impl<S: BackupService, C: Clock> Run<'_, S, C> {
         progress: &dyn Progress,
     ) -> Result<Vec<Entry>, BackupError> {
         let uploader = &self.uploader;
-        let mut reader = BatchReader {
-            seen: &mut self.seen,
-            stats: &mut self.stats,
-            batch_size_bytes: uploader.options.batch_size_bytes,
-            batch: Batch::new(),
-            batch_bytes: 0,
-            held_buffers: HashMap::new(),
-            held_buffer_bytes: 0,
-            entries: Vec::new(),
-            current_file: None,
-        };
+        let batch_size_bytes = uploader.options.batch_size_bytes;
+        let mut reader = BatchReader::new(&mut self.seen, &mut self.stats, batch_size_bytes);
         let mut upload_stats = UploadStats::default();
         let mut uploading = Batch::new();
         let mut ended = false;
@@ -446,7 +437,25 @@ struct BatchReader<'r> {
     current_file: Option<(Entry, Vec<Fingerprint>, u64)>,
 }
 
-impl BatchReader<'_> {
+impl<'r> BatchReader<'r> {
+    fn new(
+        seen: &'r mut HashSet<Fingerprint>,
+        stats: &'r mut BackupStats,
+        batch_size_bytes: usize,
+    ) -> Self {
+        Self {
+            seen,
+            stats,
+            batch_size_bytes,
+            batch: Batch::new(),
+            batch_bytes: 0,
+            held_buffers: HashMap::new(),
+            held_buffer_bytes: 0,
+            entries: Vec::new(),
+            current_file: None,
+        }
+    }
+
     /// Takes events until a batch is full or the stream ends; returns the
     /// batch, and whether the stream ended.
     fn read_batch(
@@ -804,24 +813,6 @@ mod tests {
     use super::*;
     use crate::chunk_bytes::Buffer;
 
-    fn reader<'r>(
-        seen: &'r mut HashSet<Fingerprint>,
-        stats: &'r mut BackupStats,
-        batch_size_bytes: usize,
-    ) -> BatchReader<'r> {
-        BatchReader {
-            seen,
-            stats,
-            batch_size_bytes,
-            batch: Batch::new(),
-            batch_bytes: 0,
-            held_buffers: HashMap::new(),
-            held_buffer_bytes: 0,
-            entries: Vec::new(),
-            current_file: None,
-        }
-    }
-
     /// A chunk cut from a pooled buffer of `buffer_bytes`, `chunk_bytes`
     /// long, unique by `seed`; the buffer is held by the chunk alone.
     fn lone_chunk(buffer_bytes: usize, chunk_bytes: usize, seed: u8) -> ChunkBytes {
@@ -838,7 +829,7 @@ mod tests {
     fn chunks_holding_little_of_their_buffer_are_copied_out_past_a_bound() {
         let (mut seen, mut stats) = (HashSet::new(), BackupStats::default());
         let batch_size_bytes = 1 << 20;
-        let mut batch = reader(&mut seen, &mut stats, batch_size_bytes);
+        let mut batch = BatchReader::new(&mut seen, &mut stats, batch_size_bytes);
         for seed in 0..12 {
             let chunk = lone_chunk(4 << 20, 64 << 10, seed);
             let fingerprint = Fingerprint::of(&chunk);
@@ -867,7 +858,7 @@ mod tests {
     fn chunks_that_fill_their_buffers_stay_where_they_were_read() {
         let (mut seen, mut stats) = (HashSet::new(), BackupStats::default());
         let batch_size_bytes = 16 << 20;
-        let mut batch = reader(&mut seen, &mut stats, batch_size_bytes);
+        let mut batch = BatchReader::new(&mut seen, &mut stats, batch_size_bytes);
         let mut full = false;
         for seed in 0..6 {
             let mut buffer = Buffer::pooled(4 << 20);
