@@ -330,10 +330,13 @@ fn refuse_foreign_directory(repo: &Path) -> anyhow::Result<()> {
     if let Some(first) = foreign.first() {
         bail!(
             "expected an empty or new directory for a new repository, or an existing repository, \
-             at {}; found a directory with no config.json that holds {} other entries (such as \
-             {first:?}). Give a new or empty directory, or the path of an existing repository",
+             at {}; found a directory with no config.json that holds {} (such as {first:?}). \
+             Give a new or empty directory, or the path of an existing repository",
             repo.display(),
-            foreign.len()
+            match foreign.len() {
+                1 => "1 other entry".to_string(),
+                count => format!("{count} other entries"),
+            }
         );
     }
     Ok(())
@@ -352,12 +355,20 @@ fn open_repository(repo: &Path, exclusive: bool) -> anyhow::Result<(RepoLock, Re
     }
     if !repo.join(backup::repository::CONFIG_PATH).exists() {
         // No lock file is left in a directory that is not a repository.
+        let empty = std::fs::read_dir(repo).is_ok_and(|mut entries| entries.next().is_none());
+        let next_step = if empty {
+            format!(
+                "`crosscheck backup <DIR> --repo {}` creates one",
+                repo.display()
+            )
+        } else {
+            "Give the path of your repository; a new one goes in a new or empty directory"
+                .to_string()
+        };
         bail!(
-            "expected a repository at {}; found no {} there, so it is not one. \
-             `crosscheck backup <DIR> --repo {}` creates one",
+            "expected a repository at {}; found no {} there, so it is not one. {next_step}",
             repo.display(),
             backup::repository::CONFIG_PATH,
-            repo.display()
         );
     }
     let lock = lock_repository(repo, exclusive)?;
@@ -770,7 +781,14 @@ fn restore_snapshot(
             seconds
         );
         if !unrestored.is_empty() {
-            println!("left out, damaged: {} files", unrestored.len());
+            let named: Vec<String> = (unrestored.iter().take(3))
+                .map(|file| format!("{:?}", file.path))
+                .collect();
+            let more = match unrestored.len().saturating_sub(named.len()) {
+                0 => String::new(),
+                more => format!(" and {more} more (the error names up to 20)"),
+            };
+            println!("left out, damaged: {}{more}", named.join(", "));
         }
     }
     Ok(verdict)
@@ -1075,12 +1093,21 @@ fn print_fsck(report: &FsckReport, removed: &[String]) {
             file.snapshot, file.path, file.problem
         ),
     }));
+    // A snapshot already named by a file or manifest line shown above is
+    // not repeated.
+    let shown_files = report.damaged_files.iter().take(FINDINGS_SHOWN_MAX);
+    let shown_manifests = report.damaged_manifests.iter().take(FINDINGS_SHOWN_MAX);
+    let named: std::collections::HashSet<&backup::SnapshotId> = shown_files
+        .map(|file| &file.snapshot)
+        .chain(shown_manifests.map(|damaged| &damaged.snapshot))
+        .collect();
     let damaged_snapshots = report.damaged_snapshots();
-    print_capped(
-        damaged_snapshots
-            .iter()
-            .map(|id| format!("DAMAGED snapshot {id}")),
-    );
+    let unnamed: Vec<String> = damaged_snapshots
+        .iter()
+        .filter(|id| !named.contains(id))
+        .map(|id| format!("DAMAGED snapshot {id}"))
+        .collect();
+    print_capped(unnamed.into_iter());
     println!(
         "leftovers (harmless): {} temp files, {} unreferenced chunks",
         report.temp_files.len(),

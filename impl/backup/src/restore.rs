@@ -135,15 +135,23 @@ fn describe_unrestored(unrestored: &[UnrestoredFile]) -> String {
         if files.len() > named.len() {
             named.push(&more);
         }
-        described.push(format!("{problem}: {}", named.join(", ")));
+        // A chunk's problem reads after "chunk X" ("is damaged: ..."); here
+        // it follows the files, so it gets its subject back.
+        let problem = match problem.strip_prefix("is ") {
+            Some(rest) => format!("the chunk is {rest}"),
+            None => problem.to_string(),
+        };
+        described.push(format!("{}: {problem}", named.join(", ")));
     }
     let told: usize = problems
         .iter()
         .take(described.len())
         .map(|(_, f)| f.len())
         .sum();
-    if told < unrestored.len() {
-        described.push(format!("and {} more files", unrestored.len() - told));
+    match unrestored.len() - told {
+        0 => {}
+        1 => described.push("and 1 more file".to_string()),
+        more => described.push(format!("and {more} more files")),
     }
     described.join("; ")
 }
@@ -496,15 +504,18 @@ mod tests {
             problem: "its chunks hold 1 bytes, the manifest says 2".to_string(),
         });
         let described = describe_unrestored(&unrestored);
-        assert_eq!(described.matches(pack_lost).count(), 1, "{described}");
+        assert_eq!(described.matches("is damaged").count(), 1, "{described}");
         assert_eq!(described.matches("\"dir/f").count(), UNRESTORED_NAMED_MAX);
         assert!(
-            described.contains("and 10 more; and 1 more files"),
+            described.contains(
+                "and 10 more: the chunk is damaged: its pack is unreadable: (a long \
+                 description); and 1 more file"
+            ),
             "{described}"
         );
         let few = describe_unrestored(&unrestored[29..]);
         assert!(
-            few.contains("\"dir/f29\" (chunk ") && few.contains("\"odd\""),
+            few.contains("\"dir/f29\" (chunk ") && few.contains("; \"odd\": its chunks hold"),
             "{few}"
         );
         assert!(!few.contains("more"), "{few}");
