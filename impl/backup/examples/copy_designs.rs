@@ -30,7 +30,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use backup::disk::{HUGE_PAGE_BYTES, huge_page_buffer};
+use backup::chunk_bytes::Buffer;
+use backup::disk::HUGE_PAGE_BYTES;
 use backup::{ChunkReader, ChunkerConfig, Fingerprint};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -148,21 +149,17 @@ impl Found {
     }
 }
 
-/// A pack buffer: huge-page memory, of which `filled` bytes from `start`
-/// (a huge-page boundary) hold chunks.
+/// A pack buffer: huge-page memory, of which the first `filled` bytes hold
+/// chunks (one huge page past a pack's bytes leaves room to pad the tail).
 struct PackBuffer {
-    memory: Vec<u8>,
-    start: usize,
+    memory: Buffer,
     filled: usize,
 }
 
 impl PackBuffer {
     fn new() -> Self {
-        let memory = huge_page_buffer(PACK_BYTES + DIRECT_ALIGN_BYTES);
-        let start = memory.as_ptr().align_offset(HUGE_PAGE_BYTES);
         Self {
-            memory,
-            start,
+            memory: Buffer::pooled(PACK_BYTES + HUGE_PAGE_BYTES),
             filled: 0,
         }
     }
@@ -172,19 +169,18 @@ impl PackBuffer {
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        let at = self.start + self.filled;
+        let at = self.filled;
         self.memory[at..at + bytes.len()].copy_from_slice(bytes);
         self.filled += bytes.len();
     }
 
     /// The free part, to read into.
     fn free(&mut self) -> &mut [u8] {
-        let at = self.start + self.filled;
-        &mut self.memory[at..self.start + PACK_BYTES]
+        &mut self.memory[self.filled..PACK_BYTES]
     }
 
     fn filled(&self) -> &[u8] {
-        &self.memory[self.start..self.start + self.filled]
+        &self.memory[..self.filled]
     }
 }
 
@@ -340,7 +336,7 @@ fn zero_copies(files: &[PathBuf], config: ChunkerConfig, packs: &Packs) -> Found
         let mut pending = 0;
         loop {
             let at_end = fill(&mut file, pack.free(), &mut pending);
-            let start = pack.start + pack.filled;
+            let start = pack.filled;
             let window = &pack.memory[start..start + pending];
             let done = for_each_chunk(window, at_end, config, |chunk| found.add(chunk));
             pack.filled += done;
@@ -350,7 +346,7 @@ fn zero_copies(files: &[PathBuf], config: ChunkerConfig, packs: &Packs) -> Found
             }
             // The pack is full up to an unfinished chunk: it moves on.
             let mut next = packs.take();
-            let tail = pack.start + pack.filled;
+            let tail = pack.filled;
             next.free()[..pending].copy_from_slice(&pack.memory[tail..tail + pending]);
             packs.send(std::mem::replace(&mut pack, next));
         }
@@ -416,7 +412,7 @@ fn write_packs(full: &Receiver<Option<PackBuffer>>, empty: &Sender<PackBuffer>, 
             .open(&temp)
             .expect("a pack file opens for O_DIRECT writes");
         let length = buffer.filled.next_multiple_of(DIRECT_ALIGN_BYTES);
-        let bytes = &buffer.memory[buffer.start..buffer.start + length];
+        let bytes = &buffer.memory[..length];
         file.write_all_at(bytes, 0).expect("the pack is written");
         file.set_len(buffer.filled().len() as u64)
             .expect("the pack is cut to size");

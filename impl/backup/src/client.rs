@@ -500,14 +500,20 @@ impl<'r> BatchReader<'r> {
         }
         self.held_buffers.clear();
         self.held_buffer_bytes = 0;
-        for (_, bytes) in &self.batch {
-            let (key, size_bytes) = bytes.buffer_identity();
-            let held = self.held_buffers.entry(key).or_insert_with(|| {
-                self.held_buffer_bytes += size_bytes;
-                (size_bytes, 0)
-            });
-            held.1 += bytes.len();
+        for index in 0..self.batch.len() {
+            self.hold(index);
         }
+    }
+
+    /// Counts the buffer of the batch's chunk at `index` as held.
+    fn hold(&mut self, index: usize) {
+        let bytes = &self.batch[index].1;
+        let (key, size_bytes) = bytes.buffer_identity();
+        let held = self.held_buffers.entry(key).or_insert_with(|| {
+            self.held_buffer_bytes += size_bytes;
+            (size_bytes, 0)
+        });
+        held.1 += bytes.len();
     }
 
     /// Takes one event; true once the batch is full.
@@ -619,13 +625,8 @@ impl<'r> BatchReader<'r> {
             return false;
         }
         self.batch_bytes += bytes.len();
-        let (key, size_bytes) = bytes.buffer_identity();
-        let held = self.held_buffers.entry(key).or_insert_with(|| {
-            self.held_buffer_bytes += size_bytes;
-            (size_bytes, 0)
-        });
-        held.1 += bytes.len();
         self.batch.push((fingerprint, bytes));
+        self.hold(self.batch.len() - 1);
         if self.held_buffer_bytes > 2 * self.batch_size_bytes.max(1) {
             self.release_sparse_buffers();
         }

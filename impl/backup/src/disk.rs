@@ -12,6 +12,8 @@
 
 use std::io;
 
+use crate::chunk_bytes::Buffer;
+
 /// Storage with explicit durability. All paths are relative to the disk's root.
 pub trait Disk: Send + Sync {
     /// Creates or truncates `path` and writes `bytes`. Not durable until
@@ -44,15 +46,12 @@ pub trait Disk: Send + Sync {
     /// are unspecified. The default zero-fills them and writes the whole;
     /// a real disk writes pieces with a block window straight from it.
     fn write_pieces(&self, path: &str, length_bytes: u64, pieces: &[Piece<'_>]) -> io::Result<()> {
+        check_layout(length_bytes, pieces)?;
         let length = usize::try_from(length_bytes).map_err(|_| too_long(length_bytes))?;
         let mut bytes = vec![0; length];
         for piece in pieces {
-            let start_index = usize::try_from(piece.offset_bytes).unwrap_or(usize::MAX);
-            let end_index = start_index.saturating_add(piece.bytes.len());
-            let Some(place) = bytes.get_mut(start_index..end_index) else {
-                return Err(piece_outside(piece, length_bytes));
-            };
-            place.copy_from_slice(piece.bytes);
+            let start_index = piece.offset_bytes as usize;
+            bytes[start_index..start_index + piece.bytes.len()].copy_from_slice(piece.bytes);
         }
         self.write(path, &bytes)
     }
@@ -94,14 +93,24 @@ fn too_long(length_bytes: u64) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
-fn piece_outside(piece: &Piece<'_>, length_bytes: u64) -> io::Error {
-    let message = format!(
-        "a piece of {} bytes at offset {} lies outside a file of {length_bytes} bytes, \
-         or before the piece ahead of it (a bug in the caller's layout)",
-        piece.bytes.len(),
-        piece.offset_bytes
-    );
-    io::Error::new(io::ErrorKind::InvalidInput, message)
+/// Refuses pieces out of offset order, overlapping, or past the file's end
+/// (a bug in the caller's layout), before anything is written.
+fn check_layout(length_bytes: u64, pieces: &[Piece<'_>]) -> io::Result<()> {
+    let mut piece_end_bytes = 0;
+    for piece in pieces {
+        let end_bytes = piece.offset_bytes.checked_add(piece.bytes.len() as u64);
+        if piece.offset_bytes < piece_end_bytes || end_bytes.is_none_or(|end| end > length_bytes) {
+            let message = format!(
+                "a piece of {} bytes at offset {} lies outside a file of {length_bytes} \
+                 bytes, or before the piece ahead of it (a bug in the caller's layout)",
+                piece.bytes.len(),
+                piece.offset_bytes
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        piece_end_bytes = piece.offset_bytes + piece.bytes.len() as u64;
+    }
+    Ok(())
 }
 
 /// `path` if nothing is there yet, else the first free `path.N` (N = 1, 2,
@@ -196,7 +205,8 @@ fn check_relative(path: &str) -> io::Result<()> {
 /// A [`Disk`] on the real file system, rooted at a directory.
 ///
 /// A large write (a pack) bypasses the page cache with `O_DIRECT`, staged
-/// through one reused buffer on huge pages (see [`huge_page_buffer`]):
+/// from the chunks' own aligned buffers or through one reused staging
+/// buffer on huge pages (see [`crate::chunk_bytes::Buffer::pooled`]):
 /// pack bytes are written once and not read back soon, so caching them
 /// costs a copy into freshly allocated cache pages (most of a first
 /// backup's time on this project's machines) and evicts the user's own
@@ -206,7 +216,7 @@ fn check_relative(path: &str) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct RealDisk {
     root: std::path::PathBuf,
-    staging: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    staging: std::sync::Arc<std::sync::Mutex<Option<Buffer>>>,
 }
 
 /// Writes of at least this many bytes go around the page cache.
@@ -216,8 +226,7 @@ const DIRECT_WRITE_MIN_BYTES: usize = 1 << 20;
 pub const BLOCK_BYTES: usize = 4096;
 /// Bytes per `O_DIRECT` write.
 const DIRECT_STAGING_BYTES: usize = 8 << 20;
-/// A transparent huge page on x86-64 (and the alignment of the staging
-/// buffer, a multiple of [`BLOCK_BYTES`]).
+/// A transparent huge page on x86-64 (a multiple of [`BLOCK_BYTES`]).
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 impl RealDisk {
@@ -231,9 +240,9 @@ impl RealDisk {
         })
     }
 
-    /// Writes `pieces` to `full` with `O_DIRECT`; `Ok(false)` when the file
-    /// system refuses it (nothing useful written; the caller writes
-    /// buffered). A piece whose block window lines up with the file's
+    /// Writes `pieces` (a checked layout) to `full` with `O_DIRECT`;
+    /// `Ok(false)` when the file system refuses it (nothing useful written;
+    /// the caller writes buffered). A piece whose block window lines up with the file's
     /// blocks is written from it uncopied; the others are copied into the
     /// staging buffer, which is written a block-aligned stretch at a time.
     fn write_direct(
@@ -258,23 +267,17 @@ impl RealDisk {
             .staging
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if staging.is_empty() {
-            *staging = huge_page_buffer(DIRECT_STAGING_BYTES);
-        }
-        let start = staging.as_ptr().align_offset(HUGE_PAGE_BYTES);
+        let staging = staging.get_or_insert_with(|| Buffer::pooled(DIRECT_STAGING_BYTES));
         let mut writer = DirectWriter {
-            file: &file,
-            staging: &mut staging[start..start + DIRECT_STAGING_BYTES],
+            out: BlockWrites {
+                file: &file,
+                written_end_bytes: 0,
+            },
+            staging,
             staged_offset_bytes: 0,
             staged_bytes: 0,
-            written_end_bytes: 0,
         };
-        let mut piece_end_bytes = 0;
         for piece in pieces {
-            if piece.offset_bytes < piece_end_bytes {
-                return Err(piece_outside(piece, length_bytes));
-            }
-            piece_end_bytes = piece.offset_bytes + piece.bytes.len() as u64;
             let written = match lined_up(piece) {
                 Some((window, at_bytes)) => writer.write_window(window, at_bytes)?,
                 None => writer.stage(piece.offset_bytes, piece.bytes)?,
@@ -282,12 +285,6 @@ impl RealDisk {
             if !written {
                 return Ok(false);
             }
-        }
-        if piece_end_bytes > length_bytes {
-            return Err(piece_outside(
-                pieces.last().expect("some piece"),
-                length_bytes,
-            ));
         }
         if !writer.flush()? {
             return Ok(false);
@@ -321,36 +318,25 @@ impl Disk for RealDisk {
     }
 
     fn write_parts(&self, path: &str, parts: &[&[u8]]) -> io::Result<()> {
-        use std::io::Write;
-        let full = self.resolve(path)?;
-        if let Some(parent) = full.parent() {
-            create_dirs_durably(parent)?;
-        }
-        let total_bytes: usize = parts.iter().map(|part| part.len()).sum();
-        if total_bytes >= DIRECT_WRITE_MIN_BYTES {
-            let mut offset_bytes = 0;
-            let pieces: Vec<Piece<'_>> = parts
-                .iter()
-                .map(|part| {
-                    let piece = Piece {
-                        offset_bytes,
-                        bytes: part,
-                        block_window: None,
-                    };
-                    offset_bytes += part.len() as u64;
-                    piece
-                })
-                .collect();
-            if self.write_direct(&full, total_bytes as u64, &pieces)? {
-                return Ok(());
-            }
-        }
-        let mut file = std::fs::File::create(full)?;
-        parts.iter().try_for_each(|part| file.write_all(part))
+        let mut offset_bytes = 0;
+        let pieces: Vec<Piece<'_>> = parts
+            .iter()
+            .map(|part| {
+                let piece = Piece {
+                    offset_bytes,
+                    bytes: part,
+                    block_window: None,
+                };
+                offset_bytes += part.len() as u64;
+                piece
+            })
+            .collect();
+        self.write_pieces(path, offset_bytes, &pieces)
     }
 
     fn write_pieces(&self, path: &str, length_bytes: u64, pieces: &[Piece<'_>]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        check_layout(length_bytes, pieces)?;
         let full = self.resolve(path)?;
         if let Some(parent) = full.parent() {
             create_dirs_durably(parent)?;
@@ -361,19 +347,8 @@ impl Disk for RealDisk {
             return Ok(());
         }
         let file = std::fs::File::create(full)?;
-        let mut piece_end_bytes = 0;
         for piece in pieces {
-            if piece.offset_bytes < piece_end_bytes {
-                return Err(piece_outside(piece, length_bytes));
-            }
-            piece_end_bytes = piece.offset_bytes + piece.bytes.len() as u64;
             file.write_all_at(piece.bytes, piece.offset_bytes)?;
-        }
-        if piece_end_bytes > length_bytes {
-            return Err(piece_outside(
-                pieces.last().expect("some piece"),
-                length_bytes,
-            ));
         }
         file.set_len(length_bytes)
     }
@@ -457,19 +432,14 @@ fn lined_up<'a>(piece: &Piece<'a>) -> Option<(&'a [u8], u64)> {
     lined_up.then_some((window, at_bytes))
 }
 
-/// The state of one `O_DIRECT` file write: what is staged for a
-/// block-aligned stretch, and how far the file has been written.
-struct DirectWriter<'a> {
+/// Whole-block `O_DIRECT` writes to one file, in increasing offsets.
+struct BlockWrites<'a> {
     file: &'a std::fs::File,
-    staging: &'a mut [u8],
-    /// File offset of `staging[0]` (block-aligned).
-    staged_offset_bytes: u64,
-    staged_bytes: usize,
     /// End of the last block written: later writes must start at or after.
     written_end_bytes: u64,
 }
 
-impl DirectWriter<'_> {
+impl BlockWrites<'_> {
     /// Writes `bytes` (whole blocks of aligned memory) at `at_bytes`;
     /// `Ok(false)` when `O_DIRECT` is refused.
     fn write_at(&mut self, bytes: &[u8], at_bytes: u64) -> io::Result<bool> {
@@ -491,9 +461,20 @@ impl DirectWriter<'_> {
             Err(error) => Err(error),
         }
     }
+}
 
+/// One `O_DIRECT` file write: what is staged for a block-aligned stretch.
+struct DirectWriter<'a> {
+    out: BlockWrites<'a>,
+    staging: &'a mut [u8],
+    /// File offset of `staging[0]` (block-aligned).
+    staged_offset_bytes: u64,
+    staged_bytes: usize,
+}
+
+impl DirectWriter<'_> {
     fn write_window(&mut self, window: &[u8], at_bytes: u64) -> io::Result<bool> {
-        Ok(self.flush()? && self.write_at(window, at_bytes)?)
+        Ok(self.flush()? && self.out.write_at(window, at_bytes)?)
     }
 
     /// Copies `bytes`, bound for `offset_bytes`, into the staging buffer,
@@ -531,37 +512,9 @@ impl DirectWriter<'_> {
         let padded = self.staged_bytes.next_multiple_of(BLOCK_BYTES);
         self.staging[self.staged_bytes..padded].fill(0);
         self.staged_bytes = 0;
-        let (staging, at_bytes) = (std::mem::take(&mut self.staging), self.staged_offset_bytes);
-        let written = self.write_at(&staging[..padded], at_bytes);
-        self.staging = staging;
-        written
+        self.out
+            .write_at(&self.staging[..padded], self.staged_offset_bytes)
     }
-}
-
-/// A zeroed buffer holding `length_bytes` from its first
-/// [`HUGE_PAGE_BYTES`] boundary on, that stretch asked to be backed by huge
-/// pages. The disk writes an `O_DIRECT` buffer page by page: 4 KiB pages
-/// scattered in physical memory cap a device request at its segment limit
-/// (254 segments, about 1 MiB, on this project's virtual disks), whereas a
-/// huge page is one segment, so each write goes out in fewer, larger
-/// requests. Measured on the 1 GiB first backup: about a tenth off the wall
-/// time and less CPU. Where the kernel has no transparent huge pages the
-/// advice is ignored and the buffer is an ordinary one.
-pub fn huge_page_buffer(length_bytes: usize) -> Vec<u8> {
-    let mut buffer: Vec<u8> = Vec::with_capacity(length_bytes + HUGE_PAGE_BYTES);
-    let start = buffer.as_ptr().align_offset(HUGE_PAGE_BYTES);
-    // SAFETY: the range lies within the buffer's allocation; madvise only
-    // changes how the kernel backs pages not yet touched, never their
-    // contents, and a failure leaves the mapping as it was.
-    unsafe {
-        libc::madvise(
-            buffer.as_mut_ptr().add(start).cast(),
-            length_bytes,
-            libc::MADV_HUGEPAGE,
-        );
-    }
-    buffer.resize(length_bytes + HUGE_PAGE_BYTES, 0);
-    buffer
 }
 
 /// Creates `dir` and any missing ancestors, fsyncing each new directory's
